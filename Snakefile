@@ -1,0 +1,24 @@
+# SelectIT pipeline: data -> rating -> scoring -> selection (-> training -> evaluation -> paper).
+# A table of contents: the rules live in rules/, the logic in the selectit package.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "schemas/config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/rating.smk"
+include: "rules/scoring.smk"
+include: "rules/selection.smk"
+
+
+rule all:
+    input:
+        subset_targets(),

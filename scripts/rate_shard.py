@@ -1,0 +1,20 @@
+from pathlib import Path
+
+from selectit.prompts import RatingPrompt
+from selectit.rating import rate_shard_file
+from selectit.smk import step
+
+with step(snakemake):
+    p = snakemake.params
+    stats = rate_shard_file(
+        model_dir=Path(snakemake.input.model).parent,
+        shard_path=snakemake.input.shard,
+        prompt=RatingPrompt(text=p.prompt_text, position=0),
+        k=p.score_levels,
+        max_length=p.max_length,
+        out_path=snakemake.output.ratings,
+        dtype=p.dtype,
+        token_budget=p.token_budget,
+        threads=snakemake.threads,
+    )
+    print(stats)

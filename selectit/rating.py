@@ -1,0 +1,297 @@
+"""The rater: score-token lookup, tokenisation with middle truncation, batched last-position logits.
+
+For each (sample, prompt) row it stores ``id``, ``prompt_id``, the K score-token ``logits`` (float32),
+``score_mass`` (full-vocabulary probability on the K tokens), ``n_tokens`` and ``truncated``.
+Batches are built from rows sorted by token length under a token budget (left padding); only the
+last position's hidden state goes through the LM head, so no batch x seq x vocab tensor exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from selectit.errors import InputError, NonFiniteLogitsError
+from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt
+
+RATING_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("prompt_id", pa.string()),
+    ("logits", pa.list_(pa.float32())),
+    ("score_mass", pa.float32()),
+    ("n_tokens", pa.int32()),
+    ("truncated", pa.bool_()),
+])
+
+
+def score_token_ids(tokenizer: Any, k: int, model_name: str = "model") -> list[int]:
+    """Id of the token that encodes digit j after a newline, for j = 1..k.
+
+    It is the last token of tokenize("\\n" + "j"), which must decode to exactly "j". A digit that is
+    not a single token stops with an error naming the model and the digit.
+    """
+    if not 2 <= k <= 9:
+        raise InputError(f"K (number of score levels) must be between 2 and 9, got {k}")
+    ids = []
+    for digit in range(1, k + 1):
+        pieces = tokenizer("\n" + str(digit), add_special_tokens=False)["input_ids"]
+        token = pieces[-1] if pieces else None
+        if token is None or tokenizer.decode([token]) != str(digit):
+            decoded = [tokenizer.decode([t]) for t in pieces]
+            raise InputError(
+                f"model {model_name!r}: the digit {digit} is not a single token after a newline "
+                f"(tokenised as {decoded}); SelectIT needs single-token scores 1..{k}"
+            )
+        ids.append(int(token))
+    if len(set(ids)) != k:
+        raise InputError(f"model {model_name!r}: score tokens are not distinct: {ids}")
+    return ids
+
+
+@dataclass
+class EncodedRow:
+    position: int  # row position in the shard
+    input_ids: list[int]
+    truncated: bool
+
+
+def _cut_middle(ids: list[int], keep: int) -> list[int]:
+    if keep <= 0:
+        return []
+    head = (keep + 1) // 2
+    tail = keep - head
+    return ids[:head] + (ids[len(ids) - tail:] if tail else [])
+
+
+def encode_row(tokenizer: Any, prompt: RatingPrompt, instruction: str, response: str,
+               max_length: int) -> tuple[list[int], bool]:
+    """Token ids of the rating prompt; if longer than max_length, cut the middle of the response (then of
+    the instruction), never the rating-prompt head nor the "The answer is: \\n" tail."""
+    ids = tokenizer(build_rating_prompt(prompt.text, instruction, response))["input_ids"]
+    if len(ids) <= max_length:
+        return ids, False
+    # Encode the pieces separately so the fixed parts are kept whole.
+    head = tokenizer(prompt.text + "\n" + "Instruction:")["input_ids"]
+    instr = tokenizer(instruction, add_special_tokens=False)["input_ids"]
+    mid = tokenizer("\n" + "Response:", add_special_tokens=False)["input_ids"]
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(ANSWER_TAIL, add_special_tokens=False)["input_ids"]
+    fixed = len(head) + len(mid) + len(tail)
+    budget = max_length - fixed
+    if budget < 2:
+        raise InputError(f"max_length={max_length} is too small for the rating prompt itself ({fixed} tokens)")
+    instr_keep = min(len(instr), max(budget // 4, budget - len(resp)))
+    resp_keep = budget - instr_keep
+    return head + _cut_middle(instr, instr_keep) + mid + _cut_middle(resp, resp_keep) + tail, True
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 512,
+                 max_stretch: float = 1.25) -> list[list[int]]:
+    """Group row positions into batches of similar length: rows sorted by length, each batch padded
+    to its longest row, holding at most token_budget padded tokens and max_rows rows, and its longest
+    row at most max_stretch times its shortest (bounds the padding)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[i]  # sorted ascending, so the new row is the longest
+        too_wide = current and longest > max_stretch * lengths[current[0]] + 8
+        if current and (longest * (len(current) + 1) > token_budget or len(current) >= max_rows or too_wide):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass
+class RatingStats:
+    rows: int = 0
+    tokens: int = 0  # real (unpadded) tokens
+    padded_tokens: int = 0
+    seconds: float = 0.0
+    batches: int = 0
+    oom_splits: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows, "tokens": self.tokens, "padded_tokens": self.padded_tokens,
+            "seconds": round(self.seconds, 3), "batches": self.batches, "oom_splits": self.oom_splits,
+            "rows_per_s": self.rows / self.seconds if self.seconds else None,
+            "tokens_per_s": self.tokens / self.seconds if self.seconds else None,
+            "padding_fraction": 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0,
+            **self.extra,
+        }
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class Rater:
+    """Rates encoded rows with one model: last-position score-token logits and score mass."""
+
+    def __init__(self, model: Any, tokenizer: Any, k: int, model_name: str = "model",
+                 token_budget: int = 8192, max_rows: int = 256, progress: bool = True):
+        self.model, self.tokenizer, self.k = model, tokenizer, k
+        self.model_name = model_name
+        self.score_ids = score_token_ids(tokenizer, k, model_name)
+        self.token_budget, self.max_rows, self.progress = token_budget, max_rows, progress
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
+        self.device = next(model.parameters()).device
+        self.stats = RatingStats()
+
+    def _forward(self, rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        width = max(len(r.input_ids) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for b, r in enumerate(rows):  # left padding: the last position is every row's last token
+            ids[b, width - len(r.input_ids):] = torch.tensor(r.input_ids)
+            mask[b, width - len(r.input_ids):] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        with torch.inference_mode():
+            # logits_to_keep=1: the LM head runs on the last position only (B x V, never B x T x V)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                             logits_to_keep=1, use_cache=False)
+            logits = out.logits[:, -1, :].float()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            score_ids = torch.tensor(self.score_ids, device=logits.device)
+            score_logits = logits.index_select(1, score_ids)
+            mass = log_probs.index_select(1, score_ids).exp().sum(dim=1)
+        self.stats.padded_tokens += width * len(rows)
+        return score_logits.cpu().numpy(), mass.cpu().numpy()
+
+    def _rate_batch(self, rows: list[EncodedRow]) -> Iterator[tuple[EncodedRow, np.ndarray, float]]:
+        try:
+            logits, mass = self._forward(rows)
+        except (RuntimeError, MemoryError) as exc:  # split the batch and retry; never drop a row
+            if not _is_oom(exc) and not isinstance(exc, MemoryError):
+                raise
+            if len(rows) == 1:
+                raise MemoryError(f"model {self.model_name!r}: a single row of {len(rows[0].input_ids)} "
+                                  "tokens does not fit in memory; lower max_length") from exc
+            self.stats.oom_splits += 1
+            _empty_cache()
+            half = len(rows) // 2
+            yield from self._rate_batch(rows[:half])
+            yield from self._rate_batch(rows[half:])
+            return
+        for b, row in enumerate(rows):
+            yield row, logits[b], float(mass[b])
+
+    def rate(self, rows: list[EncodedRow], row_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(len(rows), K) float32 logits and (len(rows),) score mass, in the order of `rows`."""
+        from tqdm import tqdm
+
+        out_logits = np.full((len(rows), self.k), np.nan, dtype=np.float32)
+        out_mass = np.full(len(rows), np.nan, dtype=np.float32)
+        batches = plan_batches([len(r.input_ids) for r in rows], self.token_budget, self.max_rows)
+        start = time.perf_counter()
+        bar = tqdm(total=len(rows), unit="row", disable=not self.progress, mininterval=2.0,
+                   desc=f"rate {self.model_name}")
+        done_rows = done_tokens = 0
+        for batch in batches:
+            for row, logits, mass in self._rate_batch([rows[i] for i in batch]):
+                if not np.isfinite(logits).all() or not np.isfinite(mass):
+                    raise NonFiniteLogitsError(
+                        f"model {self.model_name!r}: NaN/inf score logits for sample {row_ids[row.position]!r} "
+                        f"(row {row.position}, {len(row.input_ids)} tokens): {logits.tolist()}; "
+                        "try dtype fp32 or check the model weights")
+                out_logits[row.position] = logits
+                out_mass[row.position] = mass
+                done_rows += 1
+                done_tokens += len(row.input_ids)
+            self.stats.batches += 1
+            elapsed = time.perf_counter() - start
+            bar.update(len(batch))
+            bar.set_postfix(rows_s=f"{done_rows / elapsed:.1f}", tok_s=f"{done_tokens / elapsed:.0f}")
+        bar.close()
+        self.stats.rows += done_rows
+        self.stats.tokens += done_tokens
+        self.stats.seconds += time.perf_counter() - start
+        return out_logits, out_mass
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write under a temporary name and rename, so the file is either complete or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if metadata:
+        table = table.replace_schema_metadata({"selectit": json.dumps(metadata, sort_keys=True)})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer: Any, k: int,
+               max_length: int, model_name: str = "model", token_budget: int = 8192,
+               progress: bool = True) -> tuple[pa.Table, dict[str, Any]]:
+    """Rate every sample of a shard under one prompt; rows keep the shard's order."""
+    encoded = []
+    for pos, (instruction, response) in enumerate(zip(shard["instruction"], shard["response"])):
+        ids, truncated = encode_row(tokenizer, prompt, instruction, response, max_length)
+        encoded.append(EncodedRow(pos, ids, truncated))
+    rater = Rater(model, tokenizer, k, model_name, token_budget=token_budget, progress=progress)
+    logits, mass = rater.rate(encoded, list(shard["id"]))
+    table = pa.table({
+        "id": pa.array(shard["id"].tolist(), pa.string()),
+        "prompt_id": pa.array([prompt.id] * len(shard), pa.string()),
+        "logits": pa.array(list(logits), pa.list_(pa.float32())),
+        "score_mass": pa.array(mass, pa.float32()),
+        "n_tokens": pa.array([len(e.input_ids) for e in encoded], pa.int32()),
+        "truncated": pa.array([e.truncated for e in encoded], pa.bool_()),
+    }, schema=RATING_SCHEMA)
+    stats = rater.stats.as_dict()
+    stats["score_token_ids"] = rater.score_ids
+    stats["truncated_rows"] = int(sum(e.truncated for e in encoded))
+    return table, stats
+
+
+def rate_shard_file(model_dir: str | Path, shard_path: str | Path, prompt: RatingPrompt, k: int,
+                    max_length: int, out_path: str | Path, dtype: str | None = "auto", token_budget: int = 8192,
+                    threads: int | None = None, stats_path: str | Path | None = None,
+                    model_name: str | None = None) -> dict[str, Any]:
+    """Rate one shard file under one prompt with one prepared model; write the rating shard atomically."""
+    import torch
+
+    from selectit.models import load_prepared, parse_dtype, read_model_info
+
+    if threads:
+        torch.set_num_threads(threads)
+    info = read_model_info(model_dir)
+    name = model_name or info["name"]
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
+    shard = pq.read_table(shard_path).to_pandas()
+    table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget)
+    meta = {"model": name, "model_fingerprint": info["fingerprint"], "prompt_id": prompt.id, "k": k,
+            "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"]}
+    write_parquet_atomic(table, out_path, meta)
+    stats.update(meta)
+    if stats_path:
+        Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats

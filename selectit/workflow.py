@@ -1,0 +1,39 @@
+"""DAG-time helpers for the Snakefile (rules/common.smk): what the config asks for, as names and
+hashes, computed without running any job. Kept here so they are unit-tested."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from selectit.data import load_dataset_table, shard_names, shard_of
+from selectit.prompts import load_prompts, select_prompts
+
+
+def rating_prompts(config: dict[str, Any]) -> list:
+    return select_prompts(load_prompts(config["prompts"]), config.get("n_prompts"))
+
+
+@lru_cache(maxsize=16)
+def _shard_hashes(spec_json: str, n_shards: int) -> dict[str, str]:
+    spec = json.loads(spec_json)
+    if spec.get("path") and Path(spec["path"]).is_file():
+        table, _ = load_dataset_table(spec)
+        numbers = shard_of(table["id"], n_shards)
+        out = {}
+        for i, name in enumerate(shard_names(n_shards)):
+            ids = sorted(table["id"][numbers == i])
+            out[name] = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        return out
+    # Hub datasets (or a dry run without the data): membership is pinned by name + revision.
+    tag = f"{spec.get('hf_name') or spec.get('path')}@{spec.get('revision')}"
+    return {name: f"unread:{tag}" for name in shard_names(n_shards)}
+
+
+def shard_hashes(dataset_spec: dict[str, Any]) -> dict[str, str]:
+    """Hash of each shard's sample ids, read from the source file at DAG time, so a rating job reruns
+    exactly when its shard's membership changes (and not when other records are added)."""
+    return _shard_hashes(json.dumps(dataset_spec, sort_keys=True), int(dataset_spec["n_shards"]))
