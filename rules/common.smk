@@ -29,6 +29,15 @@ def dataset_source(wildcards):
     return [path] if path else []
 
 
+def rating_data_input(wildcards):
+    """A local dataset file is read directly (ancient: its mtime alone triggers nothing; the shard
+    hash param does); a Hub dataset goes through prepare_data."""
+    path = DATASETS[wildcards.dataset].get("path")
+    if path:
+        return ancient(path)
+    return f"results/data/{wildcards.dataset}/samples.parquet"
+
+
 def shard_hash(wildcards):
     return shard_hashes(DATASETS[wildcards.dataset])[wildcards.shard]
 

@@ -14,18 +14,3 @@ rule prepare_data:
     script:
         "../scripts/prepare_data.py"
 
-
-rule split_shard:
-    """One shard of samples, chosen by id hash (independent of record order)."""
-    input:
-        samples="results/data/{dataset}/samples.parquet",
-    output:
-        shard="results/data/{dataset}/shards/{shard}.parquet",
-    params:
-        n_shards=lambda w: DATASETS[w.dataset]["n_shards"],
-    log:
-        "logs/split_shard/{dataset}/{shard}.log",
-    benchmark:
-        "benchmarks/split_shard/{dataset}/{shard}.tsv"
-    script:
-        "../scripts/split_shard.py"

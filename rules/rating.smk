@@ -1,19 +1,20 @@
 rule rate_shard:
     """K score-token logits per sample for one (model, prompt, shard): the only GPU-heavy step.
-    The shard is `ancient`: the rating reruns when its membership hash (params) changes, not when
-    other shards of the same dataset are rewritten."""
+    The job reads its shard's rows (by id hash) from the dataset source itself, marked `ancient`, and
+    reruns when the shard's membership hash (a param) changes, so adding records re-rates only the
+    shards whose membership changed (see selectit.data.load_shard)."""
     input:
-        shard=ancient("results/data/{dataset}/shards/{shard}.parquet"),
+        data=rating_data_input,
         model="results/models/{model}/model.json",
     output:
         ratings="results/ratings/{dataset}/{model}/{prompt}/{shard}.parquet",
     params:
+        dataset=lambda w: DATASETS[w.dataset],
         shard_hash=shard_hash,
         prompt_text=lambda w: PROMPT_BY_ID[w.prompt].text,
         score_levels=config["score_levels"],
         max_length=config["rating"]["max_length"],
         dtype=config["rating"]["dtype"],
-        token_budget=config["rating"]["token_budget"],
     threads: config["rating"]["threads"]
     resources:
         gpu=1,

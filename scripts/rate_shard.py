@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from selectit.data import load_shard
 from selectit.prompts import RatingPrompt
 from selectit.rating import rate_shard_file
 from selectit.smk import step
@@ -8,13 +9,13 @@ with step(snakemake):
     p = snakemake.params
     stats = rate_shard_file(
         model_dir=Path(snakemake.input.model).parent,
-        shard_path=snakemake.input.shard,
+        shard=load_shard(p.dataset, snakemake.wildcards.shard),
         prompt=RatingPrompt(text=p.prompt_text, position=0),
         k=p.score_levels,
         max_length=p.max_length,
         out_path=snakemake.output.ratings,
         dtype=p.dtype,
-        token_budget=p.token_budget,
+        token_budget=snakemake.config["rating"]["token_budget"],
         threads=snakemake.threads,
     )
     print(stats)

@@ -348,3 +348,17 @@ def write_shard(samples_path: str | Path, n_shards: int, shard: str, out_path: s
     part = split_shards(table, n_shards)[shard][SHARD_COLUMNS]
     write_parquet_atomic(pa.Table.from_pandas(part, preserve_index=False).replace_schema_metadata(None), out_path)
     return len(part)
+
+
+def load_shard(spec: dict[str, Any], shard: str) -> pd.DataFrame:
+    """The rows of one shard (id, instruction, response; sorted by id), normalised from the source.
+
+    Rating jobs read their shard this way rather than from a file written by an upstream job: Snakemake
+    stops checking the params of jobs downstream of a job that reruns, so an upstream rewrite would either
+    re-rate every shard or hide membership changes. Reading the source keeps "records added -> only the
+    shards whose membership changed are re-rated" exact."""
+    n_shards = int(spec["n_shards"])
+    if shard not in shard_names(n_shards):
+        raise InputError(f"shard {shard!r} does not exist for n_shards={n_shards}")
+    table, _ = load_dataset_table(spec)
+    return split_shards(table, n_shards)[shard][SHARD_COLUMNS]

@@ -272,11 +272,12 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
     return table, stats
 
 
-def rate_shard_file(model_dir: str | Path, shard_path: str | Path, prompt: RatingPrompt, k: int,
+def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt, k: int,
                     max_length: int, out_path: str | Path, dtype: str | None = "auto", token_budget: int = 8192,
                     threads: int | None = None, stats_path: str | Path | None = None,
                     model_name: str | None = None) -> dict[str, Any]:
-    """Rate one shard file under one prompt with one prepared model; write the rating shard atomically."""
+    """Rate one shard (a Parquet file or a table) under one prompt with one prepared model; write the
+    rating shard atomically."""
     import torch
 
     from selectit.models import load_prepared, parse_dtype, read_model_info
@@ -286,7 +287,8 @@ def rate_shard_file(model_dir: str | Path, shard_path: str | Path, prompt: Ratin
     info = read_model_info(model_dir)
     name = model_name or info["name"]
     model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
-    shard = pq.read_table(shard_path).to_pandas()
+    if not isinstance(shard, pd.DataFrame):
+        shard = pq.read_table(shard).to_pandas()
     table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget)
     meta = {"model": name, "model_fingerprint": info["fingerprint"], "prompt_id": prompt.id, "k": k,
             "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"]}

