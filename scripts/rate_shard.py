@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from selectit.data import load_shard
@@ -18,4 +19,4 @@ with step(snakemake):
         token_budget=snakemake.config["rating"]["token_budget"],
         threads=snakemake.threads,
     )
-    print(stats)
+    print("rating stats:", json.dumps(stats))

