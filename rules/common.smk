@@ -53,9 +53,7 @@ def rating_shards(wildcards):
 
 
 def model_logits(wildcards):
-    return {
-        m: f"results/scores/{wildcards.dataset}/{m}/logits.parquet" for m in MODELS
-    }
+    return {m: f"results/scores/{wildcards.dataset}/{m}/logits.parquet" for m in MODELS}
 
 
 def model_infos(wildcards):

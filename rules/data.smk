@@ -5,12 +5,13 @@ rule prepare_data:
     output:
         samples="results/data/{dataset}/samples.parquet",
         report="results/data/{dataset}/report.json",
-    params:
-        spec=lambda w: DATASETS[w.dataset],
     log:
         "logs/prepare_data/{dataset}.log",
     benchmark:
         "benchmarks/prepare_data/{dataset}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda w: DATASETS[w.dataset],
     script:
         "../scripts/prepare_data.py"
-

@@ -2,13 +2,15 @@ rule prepare_model:
     """Convert a rater once to a safetensors HF folder with model.json (theta, fingerprint)."""
     output:
         info="results/models/{model}/model.json",
-    params:
-        spec=lambda w: MODELS[w.model],
-    resources:
-        mem_mb=8000,
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
         "benchmarks/prepare_model/{model}.tsv"
+    conda:
+        "../envs/rating.yaml"
+    resources:
+        mem_mb=8000,
+    params:
+        spec=lambda w: MODELS[w.model],
     script:
         "../scripts/prepare_model.py"

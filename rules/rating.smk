@@ -8,6 +8,17 @@ rule rate_shard:
         model="results/models/{model}/model.json",
     output:
         ratings="results/ratings/{dataset}/{model}/{prompt}/{shard}.parquet",
+    log:
+        "logs/rate_shard/{dataset}/{model}/{prompt}/{shard}.log",
+    benchmark:
+        "benchmarks/rate_shard/{dataset}/{model}/{prompt}/{shard}.tsv"
+    conda:
+        "../envs/rating.yaml"
+    threads: config["rating"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
     params:
         dataset=lambda w: DATASETS[w.dataset],
         shard_hash=shard_hash,
@@ -15,14 +26,5 @@ rule rate_shard:
         score_levels=config["score_levels"],
         max_length=config["rating"]["max_length"],
         dtype=config["rating"]["dtype"],
-    threads: config["rating"]["threads"]
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
-    log:
-        "logs/rate_shard/{dataset}/{model}/{prompt}/{shard}.log",
-    benchmark:
-        "benchmarks/rate_shard/{dataset}/{model}/{prompt}/{shard}.tsv"
     script:
         "../scripts/rate_shard.py"

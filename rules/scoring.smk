@@ -6,13 +6,15 @@ rule merge_ratings:
     output:
         logits="results/scores/{dataset}/{model}/logits.parquet",
         token="results/scores/{dataset}/{model}/token.parquet",
-    params:
-        prompt_ids=[p.id for p in PROMPTS],
-        variant=config["scoring"]["variant"],
     log:
         "logs/merge_ratings/{dataset}/{model}.log",
     benchmark:
         "benchmarks/merge_ratings/{dataset}/{model}.tsv"
+    conda:
+        "../envs/scoring.yaml"
+    params:
+        prompt_ids=[p.id for p in PROMPTS],
+        variant=config["scoring"]["variant"],
     script:
         "../scripts/merge_ratings.py"
 
@@ -23,12 +25,14 @@ rule sentence_scores:
         token="results/scores/{dataset}/{model}/token.parquet",
     output:
         sentence="results/scores/{dataset}/{model}/sentence.parquet",
-    params:
-        alpha=config["scoring"]["alpha"],
     log:
         "logs/sentence_scores/{dataset}/{model}.log",
     benchmark:
         "benchmarks/sentence_scores/{dataset}/{model}.tsv"
+    conda:
+        "../envs/scoring.yaml"
+    params:
+        alpha=config["scoring"]["alpha"],
     script:
         "../scripts/sentence_scores.py"
 
@@ -46,13 +50,15 @@ rule fuse_scores:
         ),
     output:
         scores="results/scores/{dataset}/selectit.parquet",
-    params:
-        models=list(MODELS),
-        scoring=config["scoring"],
-        n_prompts=config["n_prompts"],
     log:
         "logs/fuse_scores/{dataset}.log",
     benchmark:
         "benchmarks/fuse_scores/{dataset}.tsv"
+    conda:
+        "../envs/scoring.yaml"
+    params:
+        models=list(MODELS),
+        scoring=config["scoring"],
+        n_prompts=config["n_prompts"],
     script:
         "../scripts/fuse_scores.py"

@@ -10,15 +10,17 @@ rule select_subset:
         alpaca="results/subsets/{dataset}/{method}/{proportion}.json",
         sharegpt="results/subsets/{dataset}/{method}/{proportion}.sharegpt.json",
         manifest="results/subsets/{dataset}/{method}/{proportion}.manifest.json",
+    log:
+        "logs/select_subset/{dataset}/{method}/{proportion}.log",
+    benchmark:
+        "benchmarks/select_subset/{dataset}/{method}/{proportion}.tsv"
+    conda:
+        "../envs/selection.yaml"
     params:
         models=list(MODELS),
         scoring=config["scoring"],
         n_prompts=config["n_prompts"],
         seed=SELECTION["seed"],
         prompt_ids=[p.id for p in PROMPTS],
-    log:
-        "logs/select_subset/{dataset}/{method}/{proportion}.log",
-    benchmark:
-        "benchmarks/select_subset/{dataset}/{method}/{proportion}.tsv"
     script:
         "../scripts/select_subset.py"
