@@ -5,7 +5,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless a config is given on the command line (--configfile configs/paper.yaml):
+# Snakemake would otherwise merge both, mixing the default's datasets and raters into the paper's.
+if not config:
+
+    configfile: "config.yaml"
 
 
 validate(config, "schemas/config.schema.yaml")

@@ -14,6 +14,7 @@ from pathlib import Path
 from selectit.errors import InputError
 
 ANSWER_TAIL = "\nThe answer is: \n"
+MISSING_PROMPT = "<missing prompt file>"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ def prompt_id(text: str) -> str:
 
 def build_rating_prompt(prompt_line: str, instruction: str, response: str) -> str:
     """The released code's prompt string, byte for byte."""
+    if prompt_line.startswith(MISSING_PROMPT):
+        path = prompt_line[len(MISSING_PROMPT):].rsplit("#", 1)[0]
+        raise InputError(f"rating prompt file {path} does not exist; fetch or write it (see README), then rerun")
     return prompt_line + "\n" + "Instruction:" + instruction + "\n" + "Response:" + response + ANSWER_TAIL
 
 

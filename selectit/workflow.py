@@ -10,11 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from selectit.data import load_dataset_table, shard_names, shard_of
-from selectit.prompts import load_prompts, select_prompts
+from selectit.prompts import MISSING_PROMPT, RatingPrompt, load_prompts, select_prompts
 
 
 def rating_prompts(config: dict[str, Any]) -> list:
-    return select_prompts(load_prompts(config["prompts"]), config.get("n_prompts"))
+    """The K rating prompts. A prompt file that is not there yet (the paper config's released prompts,
+    fetched once by the user) gives placeholders so that a dry run still shows the whole DAG; a real
+    rating job with a placeholder stops with what to do."""
+    source = config["prompts"]
+    if isinstance(source, str) and not Path(source).exists():
+        return [RatingPrompt(text=f"{MISSING_PROMPT}{source}#{i}", position=i)
+                for i in range(1, int(config.get("n_prompts", 5)) + 1)]
+    return select_prompts(load_prompts(source), config.get("n_prompts"))
 
 
 @lru_cache(maxsize=16)
