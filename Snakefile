@@ -21,8 +21,23 @@ include: "rules/models.smk"
 include: "rules/rating.smk"
 include: "rules/scoring.smk"
 include: "rules/selection.smk"
+include: "rules/training.smk"
+include: "rules/evaluation.smk"
 
 
+# Selection for every configured method; training and evaluation too when training.bases names any.
 rule all:
     input:
         subset_targets(),
+        train_targets(),
+        eval_targets(),
+
+
+rule train_all:
+    input:
+        train_targets(),
+
+
+rule eval_all:
+    input:
+        eval_targets(),

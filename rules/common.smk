@@ -75,3 +75,110 @@ def subset_targets():
             for p in SELECTION["proportions"]
         }
     )
+
+
+# ------------------------------------------------------------------------ training and evaluation
+from selectit.errors import InputError
+from selectit.evaluation import BENCHMARKS
+from selectit.evaluation.cli import check_settings, data_files
+
+TRAINING = config["training"]
+EVALUATION = config["evaluation"]
+BASES = TRAINING["bases"]
+
+
+def base_model(base):
+    """Prepared model folder name of a training base: the rater it names, or its own name."""
+    return BASES[base].get("rater", base)
+
+
+for _base, _spec in BASES.items():
+    if "rater" in _spec and _spec["rater"] not in MODELS:
+        raise InputError(
+            f"training base {_base!r} names rater {_spec['rater']!r}, which is not in models"
+        )
+    if "rater" not in _spec and _base in MODELS and _spec != MODELS[_base]:
+        raise InputError(
+            f"training base {_base!r} has the name of a rater but another spec; use `{_base}: {{rater: {_base}}}`"
+        )
+for _benchmark, _settings in EVALUATION["settings"].items():
+    check_settings(_benchmark, _settings)
+
+# Every model prepare_model can build: the raters and the bases that give their own spec.
+MODEL_SPECS = {
+    **{b: spec for b, spec in BASES.items() if "rater" not in spec},
+    **MODELS,
+}
+_judge = (EVALUATION["settings"].get("alpaca_eval") or {}).get("judge") or {}
+_judge_dir = str(_judge.get("model_dir") or "").rstrip("/")
+if (
+    _judge_dir.startswith("results/models/")
+    and _judge_dir.split("/")[2] not in MODEL_SPECS
+):
+    raise InputError(
+        f"the AlpacaEval judge {_judge_dir} is not a rater or training base of this config"
+    )
+
+
+wildcard_constraints:
+    base="[A-Za-z0-9_.-]+",
+    seed="[0-9]+",
+
+
+def base_model_info(wildcards):
+    return f"results/models/{base_model(wildcards.base)}/model.json"
+
+
+def training_subset(wildcards):
+    return subset_path(wildcards.dataset, wildcards.method, wildcards.proportion)
+
+
+def deepspeed_config(wildcards):
+    path = TRAINING["settings"].get("deepspeed")
+    return [path] if path else []
+
+
+def run_dir(stage, base, dataset, method, proportion, seed):
+    """`results/{stage}/...` of one run (stage: train or eval). Like subset_path, `full` is always
+    trained (and named) at proportion 1.0."""
+    proportion = 1.0 if method == "full" else proportion
+    return f"results/{stage}/{base}/{dataset}/{method}/{proportion}/seed{seed}"
+
+
+def run_dirs(stage):
+    return sorted(
+        {
+            run_dir(stage, b, d, m, p, s)
+            for b in BASES
+            for d in DATASETS
+            for m in TRAINING["methods"]
+            for p in TRAINING["proportions"]
+            for s in TRAINING["seeds"]
+        }
+    )
+
+
+def train_targets():
+    return [f"{d}/train_result.json" for d in run_dirs("train")]
+
+
+def eval_targets():
+    return [f"{d}/{b}.json" for d in run_dirs("eval") for b in EVALUATION["benchmarks"]]
+
+
+def eval_settings(benchmark):
+    return EVALUATION["settings"].get(benchmark) or {}
+
+
+def eval_data(wildcards):
+    """The benchmark's data files, so an edited file reruns its evaluations."""
+    return data_files(wildcards.benchmark, EVALUATION["data_dir"])
+
+
+def eval_judge(wildcards):
+    """A local judge model (AlpacaEval's hf judge) prepared by the workflow is an input of its jobs."""
+    judge = eval_settings(wildcards.benchmark).get("judge") or {}
+    model_dir = str(judge.get("model_dir") or "").rstrip("/")
+    if judge.get("type", "hf") == "hf" and model_dir.startswith("results/models/"):
+        return f"{model_dir}/model.json"
+    return []

@@ -11,6 +11,6 @@ rule prepare_model:
     resources:
         mem_mb=8000,
     params:
-        spec=lambda w: MODELS[w.model],
+        spec=lambda w: MODEL_SPECS[w.model],
     script:
         "../scripts/prepare_model.py"

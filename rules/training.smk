@@ -1,0 +1,28 @@
+rule train_subset:
+    """Fine-tune one base on one selected subset with one seed (selectit.training: response-only loss,
+    DeepSpeed ZeRO-2 when configured). The HF model folder is the output's folder; checkpoints go to the
+    sibling `seed{seed}.checkpoints/` and a rerun of the same run resumes from the newest one.
+    """
+    input:
+        subset=training_subset,
+        base=base_model_info,
+        deepspeed=deepspeed_config,
+    output:
+        result="results/train/{base}/{dataset}/{method}/{proportion}/seed{seed}/train_result.json",
+    log:
+        "logs/train_subset/{base}/{dataset}/{method}/{proportion}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_subset/{base}/{dataset}/{method}/{proportion}/seed{seed}.tsv"
+    conda:
+        "../envs/training.yaml"
+    threads: TRAINING["nproc"] * TRAINING["threads"]
+    resources:
+        gpu=TRAINING["nproc"],
+        mem_mb=16000,
+        runtime=240,
+    params:
+        settings=TRAINING["settings"],
+        nproc=TRAINING["nproc"],
+        seed=lambda w: int(w.seed),
+    script:
+        "../scripts/train_subset.py"

@@ -1,0 +1,123 @@
+"""Run one benchmark on one model: ``python -m selectit evaluate`` and the workflow's ``evaluate`` rule.
+
+``evaluate`` imports the benchmark's module from ``BENCHMARKS`` and calls its
+``run(model_dir, data_dir, out_path, settings)``; it only adds the CPU thread count (``torch.set_num_threads``,
+so a job keeps to the cores the scheduler gave it) and a check of the settings' keys. ``check_settings``
+runs the same key check without running anything, so the workflow rejects a typo in a benchmark's
+settings when it parses the config, not after training. ``data_files`` lists the files of a benchmark
+under ``data_dir`` (the layout of the public data sets, as each module reads them), for the workflow's
+inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from selectit.errors import InputError
+from selectit.evaluation import BENCHMARKS
+
+#: Sub-folder of ``data_dir`` that each benchmark reads (the public data sets' layout; see data/default/README.md).
+DATA_SUBDIRS = {
+    "mmlu": "mmlu",
+    "gsm": "gsm8k",
+    "bbh": "bbh",
+    "tydiqa": "tydiqa",
+    "codex": "humaneval",
+    "alpaca_eval": "alpaca_eval",
+}
+
+#: Settings every lm-evaluation-harness benchmark takes besides its module's DEFAULTS.
+_LMEVAL_COMMON = "selectit.evaluation.lmeval_tasks"
+
+
+def benchmark_module(benchmark: str):
+    """The module that runs ``benchmark`` (InputError for a name outside ``BENCHMARKS``)."""
+    if benchmark not in BENCHMARKS:
+        raise InputError(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
+    return importlib.import_module(BENCHMARKS[benchmark])
+
+
+def known_settings(benchmark: str) -> set[str] | None:
+    """Setting keys ``benchmark`` accepts (its module's DEFAULTS, plus the lm_eval common keys for the
+    modules that run on lm-evaluation-harness); None when the module cannot be imported or declares none."""
+    try:
+        module = benchmark_module(benchmark)
+    except ImportError:
+        return None
+    defaults = getattr(module, "DEFAULTS", None)
+    if not isinstance(defaults, dict):
+        return None
+    keys = set(defaults)
+    common = importlib.import_module(_LMEVAL_COMMON)
+    if getattr(module, "lt", None) is common:
+        keys |= set(common.COMMON_DEFAULTS)
+    return keys
+
+
+def check_settings(benchmark: str, settings: dict[str, Any] | None) -> None:
+    """InputError when ``settings`` has a key ``benchmark`` does not know (a typo would otherwise fail
+    only when the job runs, after training)."""
+    if settings is not None and not isinstance(settings, dict):
+        raise InputError(f"evaluation settings of {benchmark} must be a mapping, got {type(settings).__name__}")
+    known = known_settings(benchmark)
+    unknown = sorted(set(settings or {}) - known) if known is not None else []
+    if unknown:
+        raise InputError(f"unknown {benchmark} setting(s) {unknown}; known: {sorted(known)}")
+
+
+def data_files(benchmark: str, data_dir: str | Path) -> list[str]:
+    """Every file under ``data_dir``'s folder for ``benchmark`` (sorted; [] when it is missing)."""
+    sub = DATA_SUBDIRS.get(benchmark)
+    folder = Path(data_dir) / sub if sub else None
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def evaluate(benchmark: str, model_dir: str | Path, data_dir: str | Path, out_path: str | Path,
+             settings: dict[str, Any] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run ``benchmark`` on ``model_dir``; the module writes ``out_path`` (its result JSON) and it is returned."""
+    check_settings(benchmark, settings)
+    module = benchmark_module(benchmark)
+    if not Path(model_dir).is_dir():
+        raise InputError(f"model folder {model_dir} does not exist")
+    if not Path(data_dir).is_dir():
+        raise InputError(f"evaluation data folder {data_dir} does not exist")
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    return module.run(str(model_dir), str(data_dir), str(out_path), json.loads(json.dumps(settings or {})))
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a result record (what the CLI and the workflow log print)."""
+    return {k: result.get(k) for k in ("benchmark", "metric", "value", "n", "wall_seconds")}
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    from selectit.training import read_settings_arg
+
+    result = evaluate(args.benchmark, args.model, args.data_dir, args.out, read_settings_arg(args.settings_json),
+                      args.threads)
+    print(json.dumps({**summary(result), "out": args.out}))
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the ``evaluate`` subcommand to an argparse subparsers object (sets ``func``)."""
+    parser = subparsers.add_parser("evaluate", help="run one benchmark on one model and write its result JSON",
+                                   description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARKS))
+    parser.add_argument("--model", required=True, help="model folder (HF format, e.g. a training output)")
+    parser.add_argument("--data-dir", required=True,
+                        help="folder holding the benchmark's data in the public layout (e.g. data/default/eval)")
+    parser.add_argument("--out", required=True, help="result JSON to write")
+    parser.add_argument("--settings-json", default=None,
+                        help="benchmark settings: a JSON file or an inline JSON object (default: the paper's protocol)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(func=run_cli)
