@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selectit.errors import InputError, NonFiniteLogitsError
-from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt
+from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt, prompt_head
 
 RATING_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -119,7 +119,8 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 512,
 class RatingStats:
     rows: int = 0
     tokens: int = 0  # real (unpadded) tokens
-    padded_tokens: int = 0
+    padded_tokens: int = 0  # tokens run through the model, padding included
+    computed_tokens: int = 0  # real tokens run through the model (rows minus a reused prefix)
     seconds: float = 0.0
     batches: int = 0
     oom_splits: int = 0
@@ -128,10 +129,11 @@ class RatingStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows, "tokens": self.tokens, "padded_tokens": self.padded_tokens,
+            "computed_tokens": self.computed_tokens,
             "seconds": round(self.seconds, 3), "batches": self.batches, "oom_splits": self.oom_splits,
             "rows_per_s": self.rows / self.seconds if self.seconds else None,
             "tokens_per_s": self.tokens / self.seconds if self.seconds else None,
-            "padding_fraction": 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0,
+            "padding_fraction": 1 - self.computed_tokens / self.padded_tokens if self.padded_tokens else 0.0,
             **self.extra,
         }
 
@@ -143,10 +145,19 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class Rater:
-    """Rates encoded rows with one model: last-position score-token logits and score mass."""
+    """Rates encoded rows with one model: last-position score-token logits and score mass.
+
+    ``prefix_ids``: token ids every row is expected to start with (the rating-prompt head). Its KV cache is
+    computed once and reused for the rows whose token ids start with exactly these ids; the other rows (a BPE
+    merge across the boundary, or a row longer than a sliding attention window) run in full. The reuse gives the
+    same logits as running the row in full, up to floating-point rounding.
+    ``compile``: run the decoder layers through ``torch.compile`` (None: the ``SELECTIT_COMPILE`` environment
+    variable, off unless it is 1).
+    """
 
     def __init__(self, model: Any, tokenizer: Any, k: int, model_name: str = "model",
-                 token_budget: int = 8192, max_rows: int = 256, progress: bool = True):
+                 token_budget: int = 8192, max_rows: int = 256, progress: bool = True,
+                 prefix_ids: Sequence[int] | None = None, compile: bool | None = None):
         self.model, self.tokenizer, self.k = model, tokenizer, k
         self.model_name = model_name
         self.score_ids = score_token_ids(tokenizer, k, model_name)
@@ -155,28 +166,76 @@ class Rater:
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
         self.device = next(model.parameters()).device
         self.stats = RatingStats()
+        self.prefix = [int(t) for t in prefix_ids] if prefix_ids else []
+        self._prefix_kv: list[tuple[Any, Any]] | None = None
+        self._prefix_rows: set[int] = set()  # id() of the rows that reuse the prefix cache
+        self._cache_kwarg = _cache_kwarg(model)
+        window = getattr(getattr(model, "config", None), "sliding_window", None)
+        self._window = int(window) if isinstance(window, int) and window > 0 else None
+        if compile is None:
+            compile = os.environ.get("SELECTIT_COMPILE", "0") == "1"
+        self.compiled = bool(compile) and _compile_layers(model)
+
+    def uses_prefix(self, row: EncodedRow) -> bool:
+        """Whether a row can reuse the prefix cache: its ids start with exactly the prefix ids, at least one
+        token follows, and (sliding-window models) prefix + row fit in the window, where padding between the
+        prefix and the row could otherwise push real tokens out of it."""
+        n = len(self.prefix)
+        ids = row.input_ids
+        if not n or len(ids) <= n or ids[:n] != self.prefix:
+            return False
+        return self._window is None or len(ids) < self._window
+
+    def _prefix_cache(self, batch: int) -> Any:
+        """A fresh KV cache holding the prefix, repeated over the batch (the forward pass appends to it)."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._prefix_kv is None:
+            ids = torch.tensor([self.prefix], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+            self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers] if hasattr(cache, "layers") \
+                else [(k, v) for k, v, *_ in cache]
+        try:
+            cache = DynamicCache(config=self.model.config)
+        except TypeError:  # older transformers
+            cache = DynamicCache()
+        for i, (k, v) in enumerate(self._prefix_kv):
+            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
+        return cache
 
     def _forward(self, rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        width = max(len(r.input_ids) for r in rows)
+        use_prefix = bool(self.prefix) and all(id(r) in self._prefix_rows for r in rows)
+        skip = len(self.prefix) if use_prefix else 0
+        width = max(len(r.input_ids) for r in rows) - skip
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, r in enumerate(rows):  # left padding: the last position is every row's last token
-            ids[b, width - len(r.input_ids):] = torch.tensor(r.input_ids)
-            mask[b, width - len(r.input_ids):] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            n = len(r.input_ids) - skip
+            ids[b, width - n:] = torch.tensor(r.input_ids[skip:])
+            mask[b, width - n:] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + skip
+        kwargs: dict[str, Any] = {}
+        if use_prefix:
+            # [prefix | padding | row]: the padding is masked out, positions continue after the prefix
+            mask = torch.cat([torch.ones((len(rows), skip), dtype=torch.long), mask], dim=1)
+            kwargs[self._cache_kwarg] = self._prefix_cache(len(rows))
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         with torch.inference_mode():
             # logits_to_keep=1: the LM head runs on the last position only (B x V, never B x T x V)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             logits_to_keep=1, use_cache=False)
+                             logits_to_keep=1, use_cache=False, **kwargs)
             logits = out.logits[:, -1, :].float()
             log_probs = torch.log_softmax(logits, dim=-1)
             score_ids = torch.tensor(self.score_ids, device=logits.device)
             score_logits = logits.index_select(1, score_ids)
             mass = log_probs.index_select(1, score_ids).exp().sum(dim=1)
         self.stats.padded_tokens += width * len(rows)
+        self.stats.computed_tokens += sum(len(r.input_ids) - skip for r in rows)
         return score_logits.cpu().numpy(), mass.cpu().numpy()
 
     def _rate_batch(self, rows: list[EncodedRow]) -> Iterator[tuple[EncodedRow, np.ndarray, float]]:
@@ -203,7 +262,16 @@ class Rater:
 
         out_logits = np.full((len(rows), self.k), np.nan, dtype=np.float32)
         out_mass = np.full(len(rows), np.nan, dtype=np.float32)
-        batches = plan_batches([len(r.input_ids) for r in rows], self.token_budget, self.max_rows)
+        with_prefix = [i for i, r in enumerate(rows) if self.uses_prefix(r)]
+        self._prefix_rows = {id(rows[i]) for i in with_prefix}
+        without = [i for i in range(len(rows)) if id(rows[i]) not in self._prefix_rows]
+        skip = len(self.prefix)
+        batches = []  # planned on the tokens each row actually runs (after the prefix where it is reused)
+        for group, cut in ((with_prefix, skip), (without, 0)):
+            planned = plan_batches([len(rows[i].input_ids) - cut for i in group], self.token_budget, self.max_rows)
+            batches += [[group[j] for j in batch] for batch in planned]
+        self.stats.extra["prefix_rows"] = self.stats.extra.get("prefix_rows", 0) + len(with_prefix)
+        self.stats.extra["prefix_tokens"] = skip
         start = time.perf_counter()
         bar = tqdm(total=len(rows), unit="row", disable=not self.progress, mininterval=2.0,
                    desc=f"rate {self.model_name}")
@@ -230,6 +298,43 @@ class Rater:
         return out_logits, out_mass
 
 
+def _cache_kwarg(model: Any) -> str:
+    """Name of the forward argument that takes a KV cache ("cache" in transformers >= 5.2x, else "past_key_values")."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _compile_layers(model: Any) -> bool:
+    """torch.compile (dynamic shapes) the parts of each decoder layer that do not touch the KV cache: the MLP and
+    the norms, which fuses their elementwise work. Attention stays eager: compiling a whole layer specialises on
+    the cache object per layer (a recompile per layer), and compiling the whole model costs minutes per process.
+    Layers of one type share a compiled graph, so this compiles in seconds."""
+    if getattr(model, "_selectit_compiled", False):
+        return True
+    try:
+        decoder = model.get_decoder()
+        layers = decoder.layers
+    except AttributeError:
+        return False
+    for layer in layers:
+        for name, child in layer.named_children():
+            if name == "self_attn":
+                for sub_name, sub in child.named_children():
+                    if "norm" in sub_name:  # q/k norms (Gemma-3, Qwen-3)
+                        sub.compile(dynamic=True)
+            else:
+                child.compile(dynamic=True)
+    if hasattr(decoder, "norm"):
+        decoder.norm.compile(dynamic=True)
+    model._selectit_compiled = True
+    return True
+
+
 def _empty_cache() -> None:
     import torch
 
@@ -250,13 +355,19 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, 
 
 def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer: Any, k: int,
                max_length: int, model_name: str = "model", token_budget: int = 8192,
-               progress: bool = True) -> tuple[pa.Table, dict[str, Any]]:
-    """Rate every sample of a shard under one prompt; rows keep the shard's order."""
+               progress: bool = True, *, prefix_cache: bool = True,
+               compile: bool | None = None) -> tuple[pa.Table, dict[str, Any]]:
+    """Rate every sample of a shard under one prompt; rows keep the shard's order.
+
+    prefix_cache: reuse the KV cache of the rating-prompt head (``prompt_head``) for every row whose tokens
+    start with exactly the head's tokens. compile: see ``Rater``."""
     encoded = []
     for pos, (instruction, response) in enumerate(zip(shard["instruction"], shard["response"])):
         ids, truncated = encode_row(tokenizer, prompt, instruction, response, max_length)
         encoded.append(EncodedRow(pos, ids, truncated))
-    rater = Rater(model, tokenizer, k, model_name, token_budget=token_budget, progress=progress)
+    prefix = tokenizer(prompt_head(prompt.text))["input_ids"] if prefix_cache else None
+    rater = Rater(model, tokenizer, k, model_name, token_budget=token_budget, progress=progress,
+                  prefix_ids=prefix, compile=compile)
     logits, mass = rater.rate(encoded, list(shard["id"]))
     table = pa.table({
         "id": pa.array(shard["id"].tolist(), pa.string()),
@@ -269,6 +380,7 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
     stats = rater.stats.as_dict()
     stats["score_token_ids"] = rater.score_ids
     stats["truncated_rows"] = int(sum(e.truncated for e in encoded))
+    stats["compiled"] = rater.compiled
     return table, stats
 
 
