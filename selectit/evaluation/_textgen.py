@@ -73,8 +73,9 @@ def model_record(model_dir: str | Path) -> dict[str, Any]:
 
 def finish(out_path: str | Path, *, benchmark: str, metric: str, value: float, predictions: list[dict],
            settings: dict[str, Any], started: float, model_dir: str | Path, data_dir: str | Path,
-           protocol: str, **extra: Any) -> dict[str, Any]:
-    """The result record (same top-level keys as the other benchmarks), written atomically and returned."""
+           protocol: str, packages: Sequence[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The result record (same top-level keys for every benchmark), written atomically and returned.
+    ``packages``: the distributions whose versions are recorded (default: this module's list)."""
     result = {
         "benchmark": benchmark,
         "metric": metric,
@@ -83,7 +84,7 @@ def finish(out_path: str | Path, *, benchmark: str, metric: str, value: float, p
         "n": len(predictions),
         "seed": settings.get("seed"),
         "settings": settings,
-        "versions": package_versions(),
+        "versions": package_versions(packages) if packages else package_versions(),
         "wall_seconds": round(time.monotonic() - started, 3),
         "model_dir": str(model_dir),
         "model": model_record(model_dir),

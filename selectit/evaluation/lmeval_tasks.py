@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import tempfile
-import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -101,27 +98,6 @@ def resolve_dtype(dtype: str | None):
 
     torch_dtype = parse_dtype(dtype)
     return torch_dtype, str(torch_dtype).replace("torch.", "")
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "lm_eval", "datasets"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
-    return out
-
-
-def model_info(model_dir: str | Path) -> dict[str, Any]:
-    """``model.json`` of a prepared model folder (fingerprint, theta) if it has one."""
-    path = Path(model_dir) / "model.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return {}
-    return {}
 
 
 def jinja_literal(text: str) -> str:
@@ -252,47 +228,15 @@ def sample_generation(sample: dict[str, Any]) -> str:
     return resp[0] if isinstance(resp, (list, tuple)) else resp
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def finish(out_path: str | Path, *, benchmark: str, metric: str, value: float, predictions: list[dict],
-           settings: dict[str, Any], started: float, model_dir: str | Path, data_dir: str | Path,
-           protocol: str, **extra: Any) -> dict[str, Any]:
-    """Assemble the result record, write it atomically to ``out_path`` and return it."""
-    result = {
-        "benchmark": benchmark,
-        "metric": metric,
-        "value": float(value),
-        "unit": "percent",
-        "n": len(predictions),
-        "seed": settings.get("seed"),
-        "settings": settings,
-        "versions": package_versions(),
-        "wall_seconds": round(time.monotonic() - started, 3),
-        "model_dir": str(model_dir),
-        "model": model_info(model_dir),
-        "data_dir": str(data_dir),
-        "protocol": protocol,
-        **extra,
-        "predictions": predictions,
-    }
-    write_json_atomic(out_path, result)
-    return result
-
-
 def percent(correct: list[bool]) -> float:
     return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
+
+
+LMEVAL_PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
+
+
+def finish(out_path: str | Path, **fields: Any) -> dict[str, Any]:
+    """The shared result record (selectit.evaluation._textgen.finish) with lm_eval's package versions."""
+    from selectit.evaluation._textgen import finish as write_result
+
+    return write_result(out_path, packages=LMEVAL_PACKAGES, **fields)
