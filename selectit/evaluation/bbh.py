@@ -150,14 +150,8 @@ def run(model_dir: str, data_dir: str, out_path: str, settings: dict) -> dict:
     predictions, per_task = [], {}
     for task in s["tasks"]:
         rows = chosen[task]
-        samples = out["samples"][names[task]]
-        if len(samples) != len(rows):
-            raise RuntimeError(f"lm_eval returned {len(samples)} samples for {task}, expected {len(rows)}")
         task_preds = []
-        for sample in samples:
-            row = rows[sample["doc_id"]]
-            if sample["doc"]["idx"] != row["idx"]:
-                raise RuntimeError(f"lm_eval sample order mismatch in {task}")
+        for sample, row in lt.aligned_samples(out["samples"][names[task]], rows, task):
             generation = lt.sample_generation(sample)
             pred = answers.extract_bbh_answer(generation)
             task_preds.append({

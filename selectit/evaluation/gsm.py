@@ -139,14 +139,8 @@ def run(model_dir: str, data_dir: str, out_path: str, settings: dict) -> dict:
         lt.write_task_yaml(wd.include, config)
         out = lt.evaluate_tasks(model_dir, wd.include, [TASK], s)
 
-    samples = out["samples"][TASK]
-    if len(samples) != len(test):
-        raise RuntimeError(f"lm_eval returned {len(samples)} samples, expected {len(test)}")
     predictions = []
-    for sample in samples:
-        row = test[sample["doc_id"]]
-        if sample["doc"]["idx"] != row["idx"]:
-            raise RuntimeError("lm_eval sample order mismatch")
+    for sample, row in lt.aligned_samples(out["samples"][TASK], test, TASK):
         generation = lt.sample_generation(sample)
         pred = answers.extract_gsm_answer(generation)
         predictions.append({

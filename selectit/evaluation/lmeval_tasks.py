@@ -228,6 +228,19 @@ def sample_generation(sample: dict[str, Any]) -> str:
     return resp[0] if isinstance(resp, (list, tuple)) else resp
 
 
+def aligned_samples(samples: list[dict[str, Any]], rows: list[dict[str, Any]], where: str) -> list[tuple[dict, dict]]:
+    """Pair lm_eval's logged samples with our rows, refusing a count or order mismatch (never misalign)."""
+    if len(samples) != len(rows):
+        raise RuntimeError(f"lm_eval returned {len(samples)} samples for {where}, expected {len(rows)}")
+    pairs = []
+    for sample in samples:
+        row = rows[sample["doc_id"]]
+        if sample["doc"]["idx"] != row["idx"]:
+            raise RuntimeError(f"lm_eval sample order mismatch in {where}")
+        pairs.append((sample, row))
+    return pairs
+
+
 def percent(correct: list[bool]) -> float:
     return 100.0 * sum(bool(c) for c in correct) / len(correct) if correct else 0.0
 
