@@ -38,13 +38,15 @@ Variants (--variants, comma separated, each NAME:DTYPE, DTYPE one of fp32, fp16,
                    `released:own` is the dtype a released-code user gets here: fp16 on CUDA, fp32 on CPU.
   ours-plain:DT    rate_shard without the prompt-prefix KV cache: length-sorted token-budget batches, left
                    padding, LM head on the last position only.
-  ours:DT          rate_shard as the pipeline runs it (prefix KV cache on).
-  ours-compile:DT  as `ours`, with the decoder layers run through torch.compile; the compile warm-up is timed
-                   separately (compile_seconds) and not counted in the throughput.
+  ours:DT          rate_shard as the pipeline runs it: prefix KV cache on, compile left to its default (auto:
+                   on for CPU shards of >= 200k tokens, so off at the sizes used here unless SELECTIT_COMPILE=1).
+  ours-compile:DT  as `ours`, with each decoder layer's MLP and norms run through torch.compile; the compile
+                   warm-up is timed separately (compile_seconds) and not counted in the throughput.
   `ours` as DTYPE is our dtype: bf16 where the hardware runs it fast (selectit.models.default_dtype), else fp32.
-  Options after @, joined by +, for trials in one process: tb=N (token budget), attn=sdpa|eager,
-  threads=N (torch.set_num_threads for this variant only; the peaks stay measured at --threads),
-  prefix=0|1, compile=0|1; the released loop takes threads only. E.g. ours:bf16@tb=2048+attn=eager.
+  Options after @, joined by +, for trials in one process: tb=N (token budget), rows=N (max rows per batch),
+  attn=sdpa|eager, prefix=0|1, compile=0|1, threads=N (torch.set_num_threads for this variant only; the peaks
+  stay measured at --threads); the released loop takes threads only. E.g. ours:bf16@tb=2048+attn=eager.
+  A variant named twice is run twice (labels get #2), which shows the drift of a shared machine.
 Default: released:own,released:ours,ours-plain:ours,ours:ours.
 
 Output columns (table on stdout, the same and more in --out JSON):
@@ -62,6 +64,8 @@ Output columns (table on stdout, the same and more in --out JSON):
                     highest resident set size (sampled every 5 ms from /proc/self/statm) above the start.
   pad               padding fraction: 1 - real tokens run / padded tokens run (0 for batch size 1).
   load              1-minute load average at the start and end of the variant (the machine may be shared).
+  rater tok/s       ours only: real tokens / time inside Rater.rate (batches and the prefix pass; tokenisation
+                    and building the output table left out).
 
 Peaks: a --matmul-size cube matmul in bf16, fp32 (and fp16 on CUDA), --matmul-reps timed reps after warm-up,
 measured before the first variant and again after each variant; the peak of a dtype is the best of all of
@@ -69,11 +73,22 @@ them (so MFU is not flattered by a slow moment), and the adjacent measurements a
 
 Agreement: for every ours* variant against each released variant, on the same (sample, prompt) rows: the share
 of rows whose argmax score (1..K) is equal, the absolute difference of the full-vocabulary log-probabilities
-of the K score tokens (median, 99th percentile, max; probabilities under 1e-30 are clipped), and the maximum
-difference of S_token (paper Eq. 2-3). Same-dtype pairs should differ by rounding only.
+of the K score tokens (median, 99th percentile, max; probabilities under 1e-30 are clipped; rows with NaN/inf,
+as fp16 can give, are counted and left out), and the maximum difference of S_token (paper Eq. 2-3).
+Same-dtype pairs differ by rounding only: ~1e-5 in fp32, ~0.1-0.3 in bf16 (bf16 keeps 8 bits of mantissa).
+
+Threads (CPU): the matmul peak and the rater both depend on torch.set_num_threads (--threads) and on whether
+other jobs hold the cores: on a shared 2-core machine 2 OpenMP threads with the default spinning wait policy ran
+3-10x slower than 1 thread; OMP_WAIT_POLICY=PASSIVE in the environment (it must be set before python starts)
+removes most of that. Compare variants only within one run, and read the load column.
+
+GPU: benchmarks/gpu_check.sh runs this script once on a lent GPU (see its header).
 
 Examples:
   python benchmarks/rating_throughput.py --model-dir /tmp/models/smollm2 --rows 40 --out smollm2.json
+  python benchmarks/rating_throughput.py --model-dir /tmp/models/smollm2 --model-dir /tmp/models/gemma3 \
+      --rows 130 --released-rows 40 --threads 1 \
+      --variants released:own,released:ours,ours-plain:ours,ours:ours,ours-compile:ours --out cpu.json
   python benchmarks/rating_throughput.py --device cuda --model-dir gpu_models/gemma3 --rows 260 \\
       --token-budget 65536 --variants released:own,released:ours,ours-plain:ours,ours:ours --out gpu.json
 """
@@ -95,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-prompts", type=int, default=None, help="use prompt lines 1..N only (default: all)")
     p.add_argument("--rows", type=int, default=40,
                    help="samples to rate (drawn with --seed); each is rated under every prompt (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="tile the drawn samples this many times (a bigger shard for a fast device; the embedded "
+                        "default has only 260 samples). Use with --released-rows (default: %(default)s)")
+    p.add_argument("--max-rows", type=int, default=256,
+                   help="our rater's most rows per batch (default: %(default)s)")
     p.add_argument("--released-rows", type=int, default=None,
                    help="rate only the first N of the drawn samples with the released loop (it is slow); its "
                         "throughput is then measured on that random subset and the agreement on those rows "
@@ -113,10 +133,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="attention implementation of our rater's model (default: %(default)s)")
     p.add_argument("--variants", default="released:own,released:ours,ours-plain:ours,ours:ours",
                    help="comma-separated NAME:DTYPE list, run in this order (see above; default: %(default)s)")
-    p.add_argument("--matmul-size", type=int, default=4096, help="side of the peak-FLOP/s matmul (default: %(default)s)")
+    p.add_argument("--matmul-size", type=int, default=4096,
+                   help="side of the peak-FLOP/s matmul (default: %(default)s)")
     p.add_argument("--matmul-reps", type=int, default=3, help="timed reps per peak measurement (default: %(default)s)")
     p.add_argument("--warmup-rows", type=int, default=2,
-                   help="samples rated once (one prompt) before each variant's timed run, untimed (default: %(default)s)")
+                   help="samples rated once (one prompt) before each variant's timed run, untimed "
+                        "(default: %(default)s)")
     p.add_argument("--random-weights", action="store_true",
                    help="build each model from its config.json with seeded random weights instead of loading them "
                         "(automatic for a folder without weights, e.g. from benchmarks/export_bf16.py --no-weights)")
@@ -339,16 +361,16 @@ def run_released(model: Any, tokenizer: Any, samples: Any, prompts: list, args: 
 
 
 def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argparse.Namespace, name: str,
-             device: str, prefix_cache: bool, compile: bool, token_budget: int) -> dict[str, Any]:
+             device: str, prefix_cache: bool, compile: bool, token_budget: int, max_rows: int) -> dict[str, Any]:
     import numpy as np
 
-    from selectit.prompts import prompt_head
+    from selectit.prompts import build_rating_prompt, prompt_head
     from selectit.rating import EncodedRow, Rater, encode_row, rate_shard
 
     def rate(shard: Any, prompt: Any) -> tuple[Any, dict]:
         return rate_shard(shard, prompt, model, tokenizer, args.k, args.max_length, name,
                           token_budget=token_budget, progress=args.progress,
-                          prefix_cache=prefix_cache, compile=compile)
+                          prefix_cache=prefix_cache, compile=compile, max_rows=max_rows)
 
     compile_seconds = None
     start = time.perf_counter()
@@ -359,18 +381,22 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
     n, p = len(samples), len(prompts)
     # attention work per row, from the rows the rater will run with the prefix cache (computed untimed)
     pairs = 0
+    texts_of = list(zip(samples["instruction"], samples["response"]))
     for prompt in prompts:
         prefix = tokenizer(prompt_head(prompt.text))["input_ids"] if prefix_cache else None
         probe = Rater(model, tokenizer, args.k, name, prefix_ids=prefix, compile=False, progress=False)
-        for instruction, response in zip(samples["instruction"], samples["response"]):
-            ids, _ = encode_row(tokenizer, prompt, instruction, response, args.max_length)
-            row = EncodedRow(0, ids, False)
+        whole = tokenizer([build_rating_prompt(prompt.text, i, r) for i, r in texts_of])["input_ids"]
+        for (instruction, response), ids in zip(texts_of, whole):
+            if len(ids) > args.max_length:
+                ids, _ = encode_row(tokenizer, prompt, instruction, response, args.max_length)
+            row = EncodedRow(0, list(ids), False)
             pairs += causal_pairs(len(ids), len(probe.prefix) if probe.uses_prefix(row) else 0)
     logits = np.zeros((n, p, args.k))
     mass = np.zeros((n, p))
     n_tokens = np.zeros((n, p), dtype=np.int64)
     totals = {"rows": 0, "tokens": 0, "computed_tokens": 0, "padded_tokens": 0, "batches": 0, "prefix_rows": 0,
-              "truncated_rows": 0, "oom_splits": 0}
+              "truncated_rows": 0, "oom_splits": 0, "seconds": 0.0, "encode_seconds": 0.0}
+    compiled = []
     prefix_once = 0
     release_memory()
     with PeakMemory(device) as mem:
@@ -382,7 +408,8 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
             mass[:, j] = np.asarray(table.column("score_mass").to_pylist())
             n_tokens[:, j] = np.asarray(table.column("n_tokens").to_pylist())
             for key in totals:
-                totals[key] += int(stats.get(key, 0) or 0)
+                totals[key] += type(totals[key])(stats.get(key, 0) or 0)
+            compiled.append(bool(stats.get("compiled")))
             if stats.get("prefix_rows"):  # the prefix itself ran once per prompt
                 prefix_once += int(stats.get("prefix_tokens", 0))
         sync(device)
@@ -395,7 +422,8 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
         "run_tokens": totals["computed_tokens"] + prefix_once, "padded_tokens": totals["padded_tokens"],
         "head_positions": totals["rows"], "attention_pairs": pairs, "batches": totals["batches"],
         "prefix_rows": totals["prefix_rows"], "truncated_rows": totals["truncated_rows"],
-        "oom_splits": totals["oom_splits"], "compile_seconds": compile_seconds,
+        "oom_splits": totals["oom_splits"], "compile_seconds": compile_seconds, "compiled": all(compiled),
+        "rater_seconds": totals["seconds"], "encode_seconds": totals["encode_seconds"],
         "peak_extra_mib": mem.extra_mib, "load_start": load0, "load_end": loadavg(),
         "padding_fraction": 1 - totals["computed_tokens"] / totals["padded_tokens"] if totals["padded_tokens"] else 0.0,
         # full-vocabulary log-probabilities of the K score tokens: log_softmax over K + log(score mass)
@@ -410,13 +438,20 @@ def agreement(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     from selectit.scoring import token_level
 
     n = min(a["log_probs"].shape[0], b["log_probs"].shape[0])  # --released-rows: the common head
-    la, lb = a["log_probs"][:n], b["log_probs"][:n]
-    k = la.shape[-1]
+    k = a["log_probs"].shape[-1]
+    la, lb = a["log_probs"][:n].reshape(-1, k), b["log_probs"][:n].reshape(-1, k)
+    finite = np.isfinite(la).all(axis=1) & np.isfinite(lb).all(axis=1)  # fp16 can overflow (Gemma-3)
+    rows = int(la.shape[0])
+    la, lb = la[finite], lb[finite]
+    if not len(la):
+        return {"rows": rows, "nonfinite_rows": rows, "same_tokens": None, "argmax_equal": float("nan"),
+                "abs_logprob_diff_median": float("nan"), "abs_logprob_diff_p99": float("nan"),
+                "abs_logprob_diff_max": float("nan"), "s_token_abs_diff_max": float("nan")}
     diff = np.abs(la - lb).ravel()
-    s_a = token_level(la.reshape(-1, k))  # softmax over K log-probs = P' (shift invariant)
-    s_b = token_level(lb.reshape(-1, k))
+    s_a = token_level(la)  # softmax over K log-probs = P' (shift invariant)
+    s_b = token_level(lb)
     return {
-        "rows": int(la.shape[0] * la.shape[1]),
+        "rows": rows, "nonfinite_rows": int((~finite).sum()),
         "same_tokens": bool((a["n_tokens"][:n] == b["n_tokens"][:n]).all()),
         "argmax_equal": float((la.argmax(-1) == lb.argmax(-1)).mean()),
         "abs_logprob_diff_median": float(np.median(diff)),
@@ -449,7 +484,7 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
     if kind not in ("released", "ours-plain", "ours", "ours-compile"):
         raise SystemExit(f"unknown variant {spec!r}: the name must be released, ours-plain, ours or ours-compile")
     dtype = resolve_dtype(dt or "ours", device)
-    opts: dict[str, Any] = {"prefix": kind == "ours", "compile": kind == "ours-compile", "tb": None,
+    opts: dict[str, Any] = {"prefix": kind == "ours", "compile": kind == "ours-compile", "tb": None, "rows": None,
                             "attn": "sdpa" if kind == "released" else attn, "threads": None}
     if kind == "ours-compile":
         opts["prefix"] = True
@@ -461,7 +496,7 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
             raise SystemExit(f"variant {spec!r}: the released loop takes only the threads option")
         if key in ("prefix", "compile"):
             opts[key] = value in ("1", "true", "yes", "on")
-        elif key in ("tb", "threads"):
+        elif key in ("tb", "threads", "rows"):
             opts[key] = int(value)
         elif value in ("sdpa", "eager"):
             opts[key] = value
@@ -472,7 +507,7 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
 
 
 def benchmark_model(folder: Path, samples: Any, prompts: list, args: argparse.Namespace, device: str,
-                    peaks: dict[str, list[float]]) -> dict[str, Any]:
+                    peaks: dict[str, list[float]], checkpoint: Any = None) -> dict[str, Any]:
     import gc
 
     import torch
@@ -520,13 +555,16 @@ def benchmark_model(folder: Path, samples: Any, prompts: list, args: argparse.Na
             r = run_released(model, tokenizer, subset, prompts, args, name, device)
         else:
             r = run_ours(model, tokenizer, subset, prompts, args, name, device, prefix_cache=opts["prefix"],
-                         compile=opts["compile"], token_budget=opts["tb"] or args.token_budget)
+                         compile=opts["compile"], token_budget=opts["tb"] or args.token_budget,
+                         max_rows=opts["rows"] or args.max_rows)
         torch.set_num_threads(threads_before)
         r["dtype"] = dtype_name(dtype)
         r["options"] = opts
         r["flops_executed"] = executed_flops(shape, theta, r["run_tokens"], r["head_positions"], r["attention_pairs"])
         adjacent[label] = measure_peaks()
         results[label] = r
+        if checkpoint:
+            checkpoint(name, label, r)
         print(f"   {r['rows'] / r['seconds']:.2f} rows/s, {r['tokens'] / r['seconds']:.0f} tok/s "
               f"({r['seconds']:.1f} s, load {r['load_start']}->{r['load_end']})", flush=True)
         gc.collect()
@@ -560,8 +598,10 @@ def summarise(model_result: dict[str, Any], peaks: dict[str, float], device: str
             "peak_flops_dtype": peak, "peak_extra_mib": r["peak_extra_mib"],
             "padding_fraction": r["padding_fraction"], "load_start": r["load_start"], "load_end": r["load_end"],
         }
-        for key in ("batches", "prefix_rows", "truncated_rows", "oom_splits", "compile_seconds", "run_tokens",
-                    "padded_tokens"):
+        if r.get("rater_seconds"):  # Rater.rate only: tokenisation and table building left out
+            row["rater_tokens_per_s"] = r["tokens"] / r["rater_seconds"]
+        for key in ("batches", "prefix_rows", "truncated_rows", "oom_splits", "compile_seconds", "compiled",
+                    "run_tokens", "padded_tokens", "encode_seconds", "rater_seconds"):
             if key in r:
                 row[key] = r[key]
         rows.append(row)
@@ -570,7 +610,7 @@ def summarise(model_result: dict[str, Any], peaks: dict[str, float], device: str
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'model':<9} {'variant':<30} {'rows':>5} {'rows/s':>8} {'tok/s':>8} {'x rel-own':>9} "
-            f"{'x rel-ours':>10} {'MFU':>6} {'MFU-hw':>6} {'peak MiB':>9} {'pad':>5} {'load':>10}")
+            f"{'x rel-ours':>10} {'MFU':>6} {'MFU-hw':>6} {'peak MiB':>9} {'pad':>5} {'load':>10} {'rater tok/s':>11}")
     print("\n" + head + "\n" + "-" * len(head))
 
     def fmt(x: float | None, spec: str) -> str:
@@ -580,7 +620,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(f"{r['model']:<9} {r['variant']:<30} {r['rows']:>5} {r['rows_per_s']:>8.2f} {r['tokens_per_s']:>8.0f} "
               f"{fmt(r['x_released_own'], '9.2f')} {fmt(r['x_released_ours'], '10.2f')} {r['mfu']:>6.1%} "
               f"{r['mfu_hw']:>6.1%} {r['peak_extra_mib']:>9.0f} {r['padding_fraction']:>5.3f} "
-              f"{r['load_start']:>4.1f}->{r['load_end']:<4.1f}")
+              f"{r['load_start']:>4.1f}->{r['load_end']:<4.1f} {fmt(r.get('rater_tokens_per_s'), '11.0f')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--rows {args.rows} is more than the {len(table)} samples in {args.data}")
     picked = random.Random(args.seed).sample(range(len(table)), args.rows)  # random order: any head is a sample
     samples = table.iloc[picked].reset_index(drop=True)
+    if args.repeat > 1:
+        import pandas as pd
+
+        samples = pd.concat([samples] * args.repeat, ignore_index=True)
     prompts = select_prompts(load_prompts(args.prompts), args.n_prompts)
 
     env = {
@@ -616,7 +660,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(env), flush=True)
     peaks_seen: dict[str, list[float]] = {}
-    model_results = [benchmark_model(f, samples, prompts, args, device, peaks_seen) for f in folders]
+    partial: dict[str, Any] = {"partial": True, "env": env, "peaks_flops_all": peaks_seen, "variants": {}}
+
+    def checkpoint(model_name: str, label: str, r: dict[str, Any]) -> None:
+        """Write what is measured so far, so a run cut off by a time limit still leaves numbers."""
+        if not args.out:
+            return
+        keep = {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()
+                if k not in ("log_probs", "n_tokens", "logits")}
+        keep["tokens_per_s"] = r["tokens"] / r["seconds"]
+        partial["variants"][f"{model_name} {label}"] = keep
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(partial, indent=1, default=str) + "\n")
+
+    model_results = [benchmark_model(f, samples, prompts, args, device, peaks_seen, checkpoint) for f in folders]
+    names = [m["name"] for m in model_results]
+    for m in model_results:  # two folders of one model (e.g. fp32 and bf16 copies): tell them apart
+        if names.count(m["name"]) > 1:
+            m["name"] = f"{m['name']}[{Path(m['folder']).name}]"
     peaks = {dn: max(v) for dn, v in peaks_seen.items()}
     table_rows = [row for m in model_results for row in summarise(m, peaks, device)]
     agreements = {}
@@ -634,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, a in agreements.items():
         print(f"  {key:<48} {a['argmax_equal']:6.1%} | {a['abs_logprob_diff_median']:.2e} / "
               f"{a['abs_logprob_diff_p99']:.2e} / {a['abs_logprob_diff_max']:.2e} | {a['s_token_abs_diff_max']:.2e}"
-              + ("" if a["same_tokens"] else "  (token counts differ!)"))
+              + ("" if a["same_tokens"] in (True, None) else "  (token counts differ!)")
+              + (f"  ({a['nonfinite_rows']} rows NaN/inf, left out)" if a["nonfinite_rows"] else ""))
     print(f"\nload average: {env['load_start']} at start, {env['load_end']} at end ({os.cpu_count()} CPUs)")
     if args.out:
         def clean(obj: Any) -> Any:

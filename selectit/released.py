@@ -6,8 +6,9 @@ differs", item 7) and checked against that file:
 
 - the rating strings are built sample-major (for each sample, prompt lines 1..P) with the exact released
   string (``selectit.prompts.build_rating_prompt``);
-- each string is tokenised on its own (batch size 1, ``tokenizer(p, padding=True, return_tensors="pt")``: the
-  tokenizer adds BOS if it does so by default; no truncation, no max_length);
+- each string is tokenised on its own (batch size 1, ``tokenizer(p, padding=True, return_tensors="pt")`` with
+  ``padding_side="left"`` and EOS as pad token if there is none: the tokenizer adds BOS if it does so by default;
+  no truncation, no max_length);
 - ``model(**tokenized)`` under ``torch.no_grad()`` with the model's defaults: logits at *every* position
   (no ``logits_to_keep``), ``use_cache`` as the config says (a KV cache is built and thrown away);
 - ``torch.softmax(logits[:, -1, :].float(), dim=-1)``: a full-vocabulary softmax in fp32 at the last position;
@@ -71,6 +72,11 @@ def released_rate(model: Any, tokenizer: Any, instructions: Sequence[str], respo
     from tqdm import tqdm
 
     score_ids = score_token_ids(tokenizer, k, model_name)
+    # as the released code: left padding, EOS as the pad token when there is none (restored on return)
+    saved = (tokenizer.padding_side, tokenizer.pad_token)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
     n, p = len(instructions), len(prompts)
     probs = np.full((n, p, k), np.nan, dtype=np.float32)
@@ -93,4 +99,5 @@ def released_rate(model: Any, tokenizer: Any, instructions: Sequence[str], respo
             bar.update(1)
     seconds = time.perf_counter() - start
     bar.close()
+    tokenizer.padding_side, tokenizer.pad_token = saved
     return ReleasedResult(probs=probs, n_tokens=n_tokens, seconds=seconds, score_ids=score_ids)
