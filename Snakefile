@@ -19,10 +19,13 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/rating.smk"
+include: "rules/baselines.smk"
 include: "rules/scoring.smk"
 include: "rules/selection.smk"
 include: "rules/training.smk"
 include: "rules/evaluation.smk"
+include: "rules/tables.smk"
+include: "rules/figures.smk"
 
 
 # Selection for every configured method; training and evaluation too when training.bases names any.

@@ -1,0 +1,1 @@
+# The paper's figures (selectit.paper.figures): `snakemake figures/all`.

@@ -1,0 +1,1 @@
+# The paper's tables (selectit.paper.tables): `snakemake tables/all`.

@@ -1,0 +1,1 @@
+"""The paper's tables and figures: which runs they need (plan), tables, figures."""

@@ -1,0 +1,137 @@
+"""Which fine-tuning runs each table and figure needs, from the config's ``paper`` section.
+
+A run is (base, dataset, method, proportion, seed). Names are canonical, so one run serves every table that
+shows it: ``full`` is always at proportion 1.0; ``selectit-k<K>`` with K = n_prompts and
+``selectit-alpha<a>`` with a = scoring.alpha are plain ``selectit``; the data-quantity point 1.0 of the
+SelectIT-sorted data is the full data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from selectit.errors import InputError
+
+DEFAULTS: dict[str, Any] = {
+    "proportion": 0.2,
+    "dataset": None,  # the main dataset; None: the first in `datasets`
+    "main_bases": None,  # Tables 1-3, 10, Figure 3; None: every training base
+    "methods": ["full", "random", "judge", "ifd", "token_r", "sentence_r", "model_r", "selectit"],
+    "k_values": [1, 3, 5],
+    "alphas": [0.2, 0.4, 0.6, 0.8],
+    "strategies": ["full", "random", "random_unselected", "length", "selectit"],
+    "quantities": [0.1, 0.2, 0.5, 1.0],
+    "other_bases": [],  # Table 6: more bases, trained on other_methods only
+    "other_methods": ["full", "selectit"],  # Tables 6 and 7
+    "trend_proportions": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "tsne": {"model": None, "n": 200, "perplexity": 30, "seed": 0},
+}
+
+
+class Run(NamedTuple):
+    base: str
+    dataset: str
+    method: str
+    proportion: float
+    seed: int
+
+
+def settings(config: dict) -> dict[str, Any]:
+    """The ``paper`` section with defaults filled in and names checked against the rest of the config."""
+    paper = {**DEFAULTS, **(config.get("paper") or {})}
+    paper["tsne"] = {**DEFAULTS["tsne"], **(paper.get("tsne") or {})}
+    unknown = sorted(set(paper) - set(DEFAULTS))
+    if unknown:
+        raise InputError(f"config paper: unknown keys {unknown}; known: {sorted(DEFAULTS)}")
+    bases = list((config.get("training") or {}).get("bases") or {})
+    if paper["main_bases"] is None:
+        paper["main_bases"] = [b for b in bases if b not in paper["other_bases"]]
+    for key in ("main_bases", "other_bases"):
+        missing = [b for b in paper[key] if b not in bases]
+        if missing:
+            raise InputError(f"config paper.{key}: {missing} are not in training.bases {bases}")
+    datasets = list(config["datasets"])
+    if paper["dataset"] is None:
+        paper["dataset"] = datasets[0]
+    if paper["dataset"] not in datasets:
+        raise InputError(f"config paper.dataset: {paper['dataset']!r} is not in datasets {datasets}")
+    if paper["tsne"]["model"] is None:
+        paper["tsne"]["model"] = next(iter(config["models"]))
+    if paper["tsne"]["model"] not in config["models"]:
+        raise InputError(f"config paper.tsne.model: {paper['tsne']['model']!r} is not a rater in models")
+    n_prompts = config.get("n_prompts", 5)
+    bad_k = [k for k in paper["k_values"] if not 1 <= k <= n_prompts]
+    if bad_k:
+        raise InputError(f"config paper.k_values: {bad_k} outside 1..n_prompts ({n_prompts})")
+    return paper
+
+
+def canonical(method: str, proportion: float, config: dict) -> tuple[str, float]:
+    """The one name under which a (method, proportion) pair is selected, trained and evaluated."""
+    scoring = config.get("scoring") or {}
+    alpha, n_prompts = scoring.get("alpha", 0.2), config.get("n_prompts", 5)
+    base, *overrides = method.split("-")
+    kept = []
+    for o in overrides:
+        if o.startswith("alpha") and float(o[5:]) == alpha:
+            continue
+        if o.startswith("k") and int(o[1:]) == n_prompts:
+            continue
+        kept.append(o)
+    method = "-".join([base, *kept])
+    if method == "full" or (base == "selectit" and not kept and proportion == 1.0):
+        return "full", 1.0
+    return method, float(proportion)
+
+
+def k_method(k: int) -> str:
+    return f"selectit-k{k}"
+
+
+def alpha_method(alpha: float) -> str:
+    return f"selectit-alpha{alpha:g}"
+
+
+def runs(config: dict) -> dict[str, list[Run]]:
+    """Runs per table/figure key: table1, table2, table3, table6, table7, table10, figure_quantity."""
+    paper = settings(config)
+    seeds = (config.get("training") or {}).get("seeds") or [0]
+    p, main = paper["proportion"], paper["dataset"]
+
+    def grid(bases, datasets, pairs):
+        out = []
+        for b in bases:
+            for d in datasets:
+                for m, q in pairs:
+                    m, q = canonical(m, q, config)
+                    out += [Run(b, d, m, q, s) for s in seeds]
+        return list(dict.fromkeys(out))
+
+    mb = paper["main_bases"]
+    other = paper["other_methods"]
+    return {
+        "table1": grid(mb, [main], [(m, p) for m in paper["methods"]]),
+        "table2": grid(mb, [main], [(k_method(k), p) for k in paper["k_values"]]),
+        "table3": grid(mb, [main], [(alpha_method(a), p) for a in paper["alphas"]]),
+        "table6": grid(mb + paper["other_bases"], [main], [(m, p) for m in other]),
+        "table7": grid(mb, list(config["datasets"]), [(m, p) for m in other]),
+        "table10": grid(mb, [main], [(m, p) for m in paper["strategies"]]),
+        "figure_quantity": grid(mb, [main], [("selectit", q) for q in paper["quantities"]] + [("full", 1.0)]),
+    }
+
+
+def all_runs(config: dict) -> list[Run]:
+    out: list[Run] = []
+    for rs in runs(config).values():
+        out += rs
+    return sorted(dict.fromkeys(out))
+
+
+def subset_pairs(config: dict) -> list[tuple[str, str, float]]:
+    """(dataset, method, proportion) of every subset the tables and figures read without training:
+    Table 4's levels and the trend figures' proportions of the SelectIT-sorted data."""
+    paper = settings(config)
+    p, d = paper["proportion"], paper["dataset"]
+    pairs = [canonical(m, p, config) for m in ("token_r", "sentence_r", "model_r", "selectit", "judge")]
+    pairs += [canonical("selectit", q, config) for q in paper["trend_proportions"]]
+    return sorted(dict.fromkeys((d, m, q) for m, q in pairs))

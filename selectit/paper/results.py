@@ -1,0 +1,33 @@
+"""Reading evaluation results for tables and figures: one metric value per (run, benchmark), Overall."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from selectit.errors import InputError
+
+BENCHMARK_ORDER = ("mmlu", "bbh", "gsm", "tydiqa", "codex", "alpaca_eval")  # the paper's column order
+BENCHMARK_LABELS = {"mmlu": "MMLU", "bbh": "BBH", "gsm": "GSM", "tydiqa": "TyDiQA", "codex": "CodeX",
+                    "alpaca_eval": "AE"}
+
+
+def read_metric(path: str | Path) -> float:
+    """The headline value (percent) of one evaluation JSON written by selectit.evaluation."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the evaluation result ({exc})") from exc
+    value = result.get("value")
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{path}: `value` is {value!r}, not a finite number")
+    return float(value)
+
+
+def overall(values: dict[str, float]) -> float:
+    """The paper's Overall column: the unweighted mean of the benchmark values (all in percent)."""
+    if not values:
+        raise InputError("Overall needs at least one benchmark value")
+    return sum(values.values()) / len(values)
