@@ -39,7 +39,7 @@ Variants (--variants, comma separated, each NAME:DTYPE, DTYPE one of fp32, fp16,
   ours-plain:DT    rate_shard without the prompt-prefix KV cache: length-sorted token-budget batches, left
                    padding, LM head on the last position only.
   ours:DT          rate_shard as the pipeline runs it: prefix KV cache on, compile left to its default (auto:
-                   on for CPU shards of >= 200k tokens, so off at the sizes used here unless SELECTIT_COMPILE=1).
+                   on for CPU or CUDA shards of >= 200k tokens, off for small runs; SELECTIT_COMPILE=1 or @compile=0/1 force it).
   ours-compile:DT  as `ours`, with each decoder layer's MLP and norms run through torch.compile; the compile
                    warm-up is timed separately (compile_seconds) and not counted in the throughput.
   `ours` as DTYPE is our dtype: bf16 where the hardware runs it fast (selectit.models.default_dtype), else fp32.
