@@ -1,2 +1,96 @@
 # Baseline selection scores of Table 1: IFD (Q2Q) from a rater model, sharded like rating, and an
-# AlpaGasus-style judge. Rules are added by the baselines work.
+# AlpaGasus-style judge (a local model or an OpenAI-compatible endpoint). Logic: selectit/ifd.py, selectit/judge.py.
+
+
+rule ifd_shard:
+    """IFD = loss(response | instruction) / loss(response) of one shard's samples with one rater. Like
+    rate_shard, the job reads its shard's rows from the dataset source (ancient) and reruns when the shard's
+    membership hash changes."""
+    input:
+        data=rating_data_input,
+        model="results/models/{model}/model.json",
+    output:
+        ifd="results/ifd/{dataset}/{model}/{shard}.parquet",
+    log:
+        "logs/ifd_shard/{dataset}/{model}/{shard}.log",
+    benchmark:
+        "benchmarks/ifd_shard/{dataset}/{model}/{shard}.tsv"
+    conda:
+        "../envs/rating.yaml"
+    threads: config["rating"]["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        dataset=lambda w: DATASETS[w.dataset],
+        shard_hash=shard_hash,
+        max_length=IFD["max_length"],
+        dtype=config["rating"]["dtype"],
+        prompt_sha=IFD_PROMPT_SHA,
+    script:
+        "../scripts/ifd_shard.py"
+
+
+rule merge_ifd:
+    """Every IFD shard of the configured rater, checked complete and aligned with the samples."""
+    input:
+        samples="results/data/{dataset}/samples.parquet",
+        shards=ifd_shards,
+    output:
+        scores="results/scores/{dataset}/ifd.parquet",
+    log:
+        "logs/merge_ifd/{dataset}.log",
+    benchmark:
+        "benchmarks/merge_ifd/{dataset}.tsv"
+    conda:
+        "../envs/scoring.yaml"
+    script:
+        "../scripts/merge_ifd.py"
+
+
+rule judge_shard:
+    """Judge scores 0-5 of one shard's samples (selectit.judge). Params hold only the settings that change
+    the scores: editing the threshold or the number of workers reruns no judge job."""
+    input:
+        data=rating_data_input,
+        judge=judge_model,
+    output:
+        judge="results/judge/{dataset}/{shard}.parquet",
+    log:
+        "logs/judge_shard/{dataset}/{shard}.log",
+    benchmark:
+        "benchmarks/judge_shard/{dataset}/{shard}.tsv"
+    conda:
+        "../envs/evaluation.yaml"
+    threads: config["rating"]["threads"]
+    resources:
+        gpu=1 if JUDGE["type"] == "hf" else 0,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        dataset=lambda w: DATASETS[w.dataset],
+        shard_hash=shard_hash,
+        judge=result_settings(JUDGE),
+        dtype=config["rating"]["dtype"] if JUDGE["type"] == "hf" else None,
+    script:
+        "../scripts/judge_shard.py"
+
+
+rule merge_judge:
+    """Every judge shard, checked complete and aligned with the samples; the unparsed-answer policy applies."""
+    input:
+        samples="results/data/{dataset}/samples.parquet",
+        shards=judge_shards,
+    output:
+        scores="results/scores/{dataset}/judge.parquet",
+    log:
+        "logs/merge_judge/{dataset}.log",
+    benchmark:
+        "benchmarks/merge_judge/{dataset}.tsv"
+    conda:
+        "../envs/scoring.yaml"
+    params:
+        on_unparsed=JUDGE["on_unparsed"],
+    script:
+        "../scripts/merge_judge.py"

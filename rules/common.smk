@@ -77,6 +77,62 @@ def subset_targets():
     )
 
 
+# -------------------------------------------------- baselines of Table 1: IFD (Q2Q) and the judge
+from selectit.errors import InputError
+from selectit.ifd import IFD_PROMPT_SHA
+from selectit.judge import judge_settings, result_settings
+
+IFD = {**SELECTION["ifd"], "model": SELECTION["ifd"].get("model") or next(iter(MODELS))}
+if IFD["model"] not in MODELS:
+    raise InputError(
+        f"config selection.ifd.model: {IFD['model']!r} is not a rater in models {list(MODELS)}"
+    )
+JUDGE = judge_settings(SELECTION.get("judge"), next(iter(MODELS)))
+_prepared = set(MODELS) | {
+    b for b, spec in config["training"]["bases"].items() if "rater" not in spec
+}
+if JUDGE["type"] == "hf" and JUDGE["model_dir"].startswith("results/models/"):
+    if JUDGE["model_dir"].split("/")[2] not in _prepared:
+        raise InputError(
+            f"config selection.judge.model_dir: {JUDGE['model_dir']} is not a rater or training base of this config"
+        )
+
+
+def ifd_shards(wildcards):
+    return expand(
+        "results/ifd/{dataset}/{model}/{shard}.parquet",
+        dataset=wildcards.dataset,
+        model=IFD["model"],
+        shard=shards(wildcards.dataset),
+    )
+
+
+def judge_shards(wildcards):
+    return expand(
+        "results/judge/{dataset}/{shard}.parquet",
+        dataset=wildcards.dataset,
+        shard=shards(wildcards.dataset),
+    )
+
+
+def judge_model(wildcards):
+    """A local (hf) judge's prepared folder is an input of the judge jobs: re-preparing it reruns them."""
+    return [f"{JUDGE['model_dir']}/model.json"] if JUDGE["type"] == "hf" else []
+
+
+def baseline_scores(wildcards):
+    """The merged IFD or judge table, for those two selection methods only."""
+    method = wildcards.method.split("-")[0]
+    if method in ("ifd", "judge"):
+        return {method: f"results/scores/{wildcards.dataset}/{method}.parquet"}
+    return {}
+
+
+def judge_threshold(wildcards):
+    """A param of the judge subsets only, so a threshold edit reruns nothing else."""
+    return JUDGE["threshold"] if wildcards.method == "judge" else None
+
+
 # ------------------------------------------------------------------------ training and evaluation
 from selectit.errors import InputError
 from selectit.evaluation import BENCHMARKS

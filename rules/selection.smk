@@ -1,6 +1,7 @@
 rule select_subset:
     """A subset per (method, proportion) as Alpaca JSON + ShareGPT JSON + manifest."""
     input:
+        unpack(baseline_scores),  # ifd / judge methods: their merged score table
         samples="results/data/{dataset}/samples.parquet",
         report="results/data/{dataset}/report.json",
         scores="results/scores/{dataset}/selectit.parquet",
@@ -22,5 +23,6 @@ rule select_subset:
         n_prompts=config["n_prompts"],
         seed=SELECTION["seed"],
         prompt_ids=[p.id for p in PROMPTS],
+        judge_threshold=judge_threshold,
     script:
         "../scripts/select_subset.py"

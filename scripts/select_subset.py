@@ -17,4 +17,7 @@ with step(snakemake):
         alpaca_path=out.alpaca,
         sharegpt_path=out.sharegpt,
         manifest_path=out.manifest,
+        ifd_path=snakemake.input.get("ifd"),
+        judge_path=snakemake.input.get("judge"),
+        judge_threshold=p.judge_threshold,
     )

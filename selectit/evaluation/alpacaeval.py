@@ -119,16 +119,17 @@ def _to_judge_text(tokenizer, chatml_prompt: str) -> str:
     return text + ASSISTANT_PREFIX
 
 
-def _choice_ids(tokenizer, probe: str) -> tuple[int, int]:
+def _choice_ids(tokenizer, probe: str, choices: tuple[str, ...] = ("1", "2")) -> tuple[int, ...]:
+    """Token id of each choice appended to the probe text; each must be exactly one more token."""
     base = tokenizer(probe, add_special_tokens=False).input_ids
     ids = []
-    for choice in ("1", "2"):
+    for choice in choices:
         full = tokenizer(probe + choice, add_special_tokens=False).input_ids
         if len(full) != len(base) + 1 or full[:-1] != base:
             raise InputError(f"the judge tokenizer does not encode choice {choice!r} as one token after the "
                              "answer prefix; use another judge model")
         ids.append(full[-1])
-    return ids[0], ids[1]
+    return tuple(ids)
 
 
 def _clip(tokenizer, text: str, max_tokens: int) -> str:
@@ -218,6 +219,12 @@ def _make_client_class():
 
 
 EnvKeyOpenAI = None  # made on first use (importing openai is slow); alpaca_eval loads it by dotted name
+
+
+def openai_client(base_url: str, api_key_env: str, timeout: float = 120.0, max_retries: int = 2):
+    """An OpenAI-compatible client whose key is read from $api_key_env (a local server needs none)."""
+    return _make_client_class()(api_key_env=api_key_env, base_url=base_url, timeout=timeout,
+                                max_retries=max_retries)
 
 
 def openai_judge(model_rows: list[dict], reference_rows: list[dict], judge: dict,

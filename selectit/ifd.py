@@ -1,0 +1,242 @@
+"""Instruction-Following Difficulty (IFD), the Q2Q / Cherry LLM baseline of Table 1 (Li et al. 2023,
+"From Quantity to Quality").
+
+    IFD(x) = L(response | instruction) / L(response)
+
+L is a rater model's mean cross-entropy over the response tokens: once after the instruction, written in
+``IFD_PROMPT``, and once with the response alone. IFD < 1: the instruction makes the response easier to
+predict; the Q2Q selection keeps the highest IFD among those (see ``selectit.selection``).
+
+Token policy (``encode_pair``): the pieces are tokenised without special tokens and the response's ids end
+both sequences, so both losses are over exactly the same response tokens. Both sequences start with the
+same start token (``start_token``): the tokenizer's BOS, else its EOS (the document separator of GPT-2-style
+models), whether or not the tokenizer adds it by itself, so that the first response token is predicted from a start in
+the response-alone sequence too:
+
+- conditioned: start + ``IFD_PROMPT`` head + instruction + tail + response;
+- response alone: start + response.
+
+A tokenizer with no BOS and no EOS has no start token: then the first response token has no context in the
+response-alone sequence and is left out of both losses.
+
+Truncation: a conditioned sequence longer than ``max_length`` loses the tail of its response (kept: at least
+half of the room the prompt's fixed parts leave, or the whole response if shorter); if the instruction is
+then still too long, the middle of the instruction is cut. Such rows are flagged ``truncated`` and counted.
+
+Batching reuses the rater's length-sorted token-budget plan (``selectit.rating.plan_batches``); sequences are
+left padded, so the scored response tokens are the last ones of every row and only their logits are computed
+(``logits_to_keep``); the cross-entropy is taken in float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from selectit.errors import InputError
+
+# The conditioned text: "Instruction:\n{instruction}\n\nResponse:\n{response}" (our own simple format).
+IFD_PROMPT_HEAD = "Instruction:\n"
+IFD_PROMPT_TAIL = "\n\nResponse:\n"
+IFD_PROMPT = IFD_PROMPT_HEAD + "{instruction}" + IFD_PROMPT_TAIL
+IFD_PROMPT_SHA = hashlib.sha256(IFD_PROMPT.encode()).hexdigest()[:12]  # a job param: editing the format reruns
+
+IFD_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("loss_conditioned", pa.float64()),
+    ("loss_response", pa.float64()),
+    ("ifd", pa.float64()),
+    ("n_response_tokens", pa.int32()),  # response tokens scored in both losses
+    ("truncated", pa.bool_()),
+])
+
+
+@dataclass
+class IFDPair:
+    conditioned: list[int]  # prompt + response token ids
+    response_only: list[int]  # [BOS] + response ids, or the response ids alone
+    n_scored: int  # the last n_scored tokens of both sequences are scored (the same response tokens)
+    truncated: bool
+
+
+def start_token(tokenizer: Any) -> int | None:
+    """The token both IFD sequences start with: the tokenizer's BOS, else its EOS; None if it has neither."""
+    if tokenizer.bos_token_id is not None:
+        return int(tokenizer.bos_token_id)
+    return None if tokenizer.eos_token_id is None else int(tokenizer.eos_token_id)
+
+
+def encode_pair(tokenizer: Any, instruction: str, response: str, max_length: int, start: int | None) -> IFDPair:
+    """Token ids of the conditioned and the response-only sequence of one sample (see the module doc).
+    ``start``: the start token id (``start_token(tokenizer)``), or None for none."""
+    from selectit.rating import _cut_middle
+
+    start_ids = [] if start is None else [start]
+    head = start_ids + tokenizer(IFD_PROMPT_HEAD, add_special_tokens=False)["input_ids"]
+    instr = tokenizer(instruction, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(IFD_PROMPT_TAIL, add_special_tokens=False)["input_ids"]
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
+    fixed = len(head) + len(tail)
+    truncated = False
+    if fixed + len(instr) + len(resp) > max_length:
+        truncated = True
+        room = max_length - fixed  # for the instruction and the response
+        if room < 2:
+            raise InputError(f"selection.ifd.max_length={max_length} is too small for the IFD prompt "
+                             f"({fixed} tokens) and a response")
+        resp = resp[:max(room - len(instr), min(len(resp), room // 2))]
+        if len(instr) > room - len(resp):
+            instr = _cut_middle(instr, room - len(resp))
+    n_scored = len(resp) if start_ids else len(resp) - 1
+    return IFDPair(head + instr + tail + resp, start_ids + resp, n_scored, truncated)
+
+
+def mean_response_losses(model: Any, sequences: Sequence[list[int]], n_scored: Sequence[int],
+                         token_budget: int = 8192, pad_id: int = 0, stats: Any = None) -> np.ndarray:
+    """Mean cross-entropy (float64) of the last n_scored[i] tokens of each sequence, batched."""
+    from selectit.rating import RatingStats, plan_batches
+
+    stats = stats if stats is not None else RatingStats()
+    out = np.full(len(sequences), np.nan)
+    lengths = [len(s) for s in sequences]
+    start = time.perf_counter()
+    for batch in plan_batches(lengths, token_budget):
+        for i, loss in _batch_losses(model, [sequences[i] for i in batch], [n_scored[i] for i in batch],
+                                     pad_id, stats, batch):
+            out[i] = loss
+        stats.batches += 1
+    stats.rows += len(sequences)
+    stats.tokens += sum(lengths)
+    stats.seconds += time.perf_counter() - start
+    return out
+
+
+def _batch_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_id: int, stats: Any,
+                  positions: list[int]):
+    """(position, loss) for each sequence of one batch; on out-of-memory the batch is halved, never dropped."""
+    from selectit.rating import _empty_cache, _is_oom
+
+    try:
+        losses = _forward_losses(model, seqs, n_scored, pad_id)
+    except (RuntimeError, MemoryError) as exc:
+        if not (isinstance(exc, MemoryError) or _is_oom(exc)):
+            raise
+        if len(seqs) == 1:
+            raise MemoryError(f"a single sequence of {len(seqs[0])} tokens does not fit in memory; "
+                              "lower selection.ifd.max_length") from exc
+        stats.oom_splits += 1
+        _empty_cache()
+        half = len(seqs) // 2
+        yield from _batch_losses(model, seqs[:half], n_scored[:half], pad_id, stats, positions[:half])
+        yield from _batch_losses(model, seqs[half:], n_scored[half:], pad_id, stats, positions[half:])
+        return
+    stats.padded_tokens += max(len(s) for s in seqs) * len(seqs)
+    stats.computed_tokens += sum(len(s) for s in seqs)
+    yield from zip(positions, losses)
+
+
+def _forward_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_id: int) -> list[float]:
+    import torch
+    import torch.nn.functional as F
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):  # left padding: every row's scored tokens are its last ones
+        ids[b, width - len(s):] = torch.tensor(s)
+        mask[b, width - len(s):] = 1
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    keep = max(n_scored) + 1  # the logits predicting the scored tokens (the last position predicts nothing)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                       logits_to_keep=keep, use_cache=False).logits  # B x keep x V
+        targets = ids.to(device)
+        losses = []
+        for b, n in enumerate(n_scored):
+            if n < 1:
+                losses.append(float("nan"))
+                continue
+            # kept index j is position width - keep + j; positions width-n-1 .. width-2 predict the last n tokens
+            pred = logits[b, keep - n - 1:keep - 1].float()
+            losses.append(float(F.cross_entropy(pred, targets[b, width - n:], reduction="mean")))
+    return losses
+
+
+def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, token_budget: int = 8192,
+              model_name: str = "model") -> tuple[pa.Table, dict[str, Any]]:
+    """IFD of every sample of a shard; rows keep the shard's order."""
+    from selectit.rating import RatingStats
+
+    start = start_token(tokenizer)
+    ids = shard["id"].tolist()
+    pairs = [encode_pair(tokenizer, i, r, max_length, start) for i, r in zip(shard["instruction"], shard["response"])]
+    for sid, pair in zip(ids, pairs):
+        if pair.n_scored < 1:
+            raise InputError(f"sample {sid!r}: the response has no token to score ({len(pair.response_only)} "
+                             "tokens, and the tokenizer has no start token); IFD is undefined for it")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    stats = RatingStats()
+    seqs = [p.conditioned for p in pairs] + [p.response_only for p in pairs]
+    n_scored = [p.n_scored for p in pairs] * 2
+    losses = mean_response_losses(model, seqs, n_scored, token_budget, pad, stats)
+    conditioned, alone = losses[:len(pairs)], losses[len(pairs):]
+    ifd = conditioned / alone
+    for k, sid in enumerate(ids):
+        if not (np.isfinite(conditioned[k]) and np.isfinite(alone[k]) and np.isfinite(ifd[k])):
+            raise InputError(f"model {model_name!r}: NaN/inf loss for sample {sid!r} (conditioned "
+                             f"{conditioned[k]}, response alone {alone[k]}); try rating.dtype fp32 or check the model")
+    table = pa.table({
+        "id": pa.array(ids, pa.string()),
+        "loss_conditioned": pa.array(conditioned, pa.float64()),
+        "loss_response": pa.array(alone, pa.float64()),
+        "ifd": pa.array(ifd, pa.float64()),
+        "n_response_tokens": pa.array([p.n_scored for p in pairs], pa.int32()),
+        "truncated": pa.array([p.truncated for p in pairs], pa.bool_()),
+    }, schema=IFD_SCHEMA)
+    out = stats.as_dict()
+    out["truncated_rows"] = int(sum(p.truncated for p in pairs))
+    out["ifd_at_least_1"] = int((ifd >= 1).sum())
+    out["start_token"] = start
+    return table, out
+
+
+def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, out_path: str | Path,
+                   dtype: str | None = "auto", token_budget: int = 8192, threads: int | None = None,
+                   ) -> dict[str, Any]:
+    """IFD of one shard with one prepared model, written atomically with the model and settings as metadata."""
+    import torch
+
+    from selectit.models import load_prepared, parse_dtype, read_model_info
+    from selectit.rating import write_parquet_atomic
+
+    if threads:
+        torch.set_num_threads(threads)
+    info = read_model_info(model_dir)
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
+    table, stats = ifd_shard(shard, model, tokenizer, max_length, token_budget, info["name"])
+    meta = {"model": info["name"], "model_fingerprint": info["fingerprint"], "max_length": max_length,
+            "dtype": str(model.dtype), "prompt": IFD_PROMPT}
+    write_parquet_atomic(table, out_path, meta)
+    stats.update(meta)
+    return stats
+
+
+def merge_ifd_files(shard_paths: Sequence[str | Path], samples_path: str | Path, out_path: str | Path) -> None:
+    """One IFD table aligned with the samples (refuses missing, duplicate or unknown ids, naming them)."""
+    from selectit.sample_shards import merge_sample_shards, shard_metadata
+    from selectit.rating import write_parquet_atomic
+
+    table = merge_sample_shards(shard_paths, samples_path, "IFD")
+    meta = shard_metadata(shard_paths, ("model", "model_fingerprint", "max_length", "dtype", "prompt"), "IFD")
+    meta["n_ifd_at_least_1"] = int((table["ifd"] >= 1).sum())
+    meta["n_truncated"] = int(table["truncated"].sum())
+    write_parquet_atomic(pa.Table.from_pandas(table, schema=IFD_SCHEMA, preserve_index=False), out_path, meta)
