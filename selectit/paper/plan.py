@@ -25,6 +25,14 @@ DEFAULTS: dict[str, Any] = {
     "other_methods": ["full", "selectit"],  # Tables 6 and 7
     "trend_proportions": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
     "tsne": {"model": None, "n": 200, "perplexity": 30, "seed": 0},
+    # Table 9's planned rating cost of a config (read from that config's own `paper.cost`, defaults below):
+    "cost": {
+        "config": "configs/paper.yaml",  # the config whose rating cost is planned
+        "records": {},  # dataset -> records, for Hub datasets (a dry run downloads nothing); local files are counted
+        "thetas": {},  # rater -> parameter count, for raters not prepared in this run
+        "tokens_per_row": None,  # None: measured, the mean n_tokens of this run's rating rows
+        "throughput_tflops": 124.8,  # sustained per GPU: 40 % MFU of an A100's 312 TFLOP/s bf16 peak
+    },
 }
 
 
@@ -40,6 +48,10 @@ def settings(config: dict) -> dict[str, Any]:
     """The ``paper`` section with defaults filled in and names checked against the rest of the config."""
     paper = {**DEFAULTS, **(config.get("paper") or {})}
     paper["tsne"] = {**DEFAULTS["tsne"], **(paper.get("tsne") or {})}
+    paper["cost"] = {**DEFAULTS["cost"], **(paper.get("cost") or {})}
+    unknown_cost = sorted(set(paper["cost"]) - set(DEFAULTS["cost"]))
+    if unknown_cost:
+        raise InputError(f"config paper.cost: unknown keys {unknown_cost}; known: {sorted(DEFAULTS['cost'])}")
     unknown = sorted(set(paper) - set(DEFAULTS))
     if unknown:
         raise InputError(f"config paper: unknown keys {unknown}; known: {sorted(DEFAULTS)}")
@@ -60,6 +72,8 @@ def settings(config: dict) -> dict[str, Any]:
     if paper["tsne"]["model"] not in config["models"]:
         raise InputError(f"config paper.tsne.model: {paper['tsne']['model']!r} is not a rater in models")
     n_prompts = config.get("n_prompts", 5)
+    if "k_values" not in (config.get("paper") or {}):  # the default sweep, cut to the prompts there are
+        paper["k_values"] = sorted({k for k in DEFAULTS["k_values"] if k <= n_prompts} | {n_prompts})
     bad_k = [k for k in paper["k_values"] if not 1 <= k <= n_prompts]
     if bad_k:
         raise InputError(f"config paper.k_values: {bad_k} outside 1..n_prompts ({n_prompts})")

@@ -1,0 +1,584 @@
+"""The paper's tables, computed from the pipeline's results files (never from numbers typed in here).
+
+Each ``table*`` function returns a pandas DataFrame; ``write_table`` writes it as CSV (numbers), Markdown and
+LaTeX (booktabs). Which runs a table shows comes from selectit.paper.plan; a run's value on a benchmark is the
+``value`` of ``results/eval/{base}/{dataset}/{method}/{proportion}/seed{seed}/{benchmark}.json``.
+
+Cells over seeds are mean ± sample standard deviation (ddof 1); with one seed the deviation is left blank.
+The only numbers typed in are the paper's own, in ``PAPER_REPORTED`` and labelled as the paper's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from selectit.errors import InputError
+from selectit.paper import plan, stats
+from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
+
+OVERALL = "Overall"
+METHOD_LABELS = {
+    "full": "Full data",
+    "random": "Random",
+    "judge": "AlpaGasus (judge)",
+    "ifd": "Q2Q (IFD)",
+    "token_r": "Token-R",
+    "sentence_r": "Sentence-R",
+    "model_r": "Model-R",
+    "selectit": "SelectIT",
+    "length": "Top by length",
+    "random_unselected": "Random from unselected",
+}
+STD_NOTE = ("Cells are mean ± sample standard deviation (ddof 1) over the training seeds {seeds}; "
+            "with a single seed the deviation is left blank.")
+
+# The paper's analysis of Selective Alpaca (Liu et al. 2024, arXiv 2402.16705, Sec. "Analysis"): average
+# instruction length and share of calculation instructions of the full Alpaca-GPT4 data, the AlpaGasus
+# selection and Selective Alpaca (SelectIT's selection). These are the paper's values, shown beside ours.
+PAPER_REPORTED = {
+    "full": {"length": 176.09, "calculation": 4.34},
+    "judge": {"length": 208.27, "calculation": 1.83},
+    "selectit": {"length": 241.85, "calculation": 8.55},
+}
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def _proportion_dir(proportion: float) -> str:
+    return str(float(proportion))
+
+
+def eval_path(run: plan.Run, benchmark: str, root: str | Path = ".") -> Path:
+    """The evaluation JSON of one run on one benchmark (runs are canonical: full is at 1.0)."""
+    return (Path(root) / "results/eval" / run.base / run.dataset / run.method / _proportion_dir(run.proportion)
+            / f"seed{run.seed}" / f"{benchmark}.json")
+
+
+def subset_file(dataset: str, method: str, proportion: float, root: str | Path = ".", suffix: str = ".json") -> Path:
+    """A subset (suffix .json) or its manifest (suffix .manifest.json)."""
+    method, proportion = ("full", 1.0) if method == "full" else (method, proportion)
+    return Path(root) / "results/subsets" / dataset / method / f"{_proportion_dir(proportion)}{suffix}"
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the {what} ({exc})") from exc
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    manifest = read_json(path, "subset manifest")
+    for key in ("n_total", "n_selected", "selected_ids"):
+        if key not in manifest:
+            raise InputError(f"{path}: the subset manifest has no {key!r}")
+    return manifest
+
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def method_label(method: str) -> str:
+    """A readable name: ``selectit-alpha0.4-k3`` -> ``SelectIT (α = 0.4, K = 3)``."""
+    base, *overrides = method.split("-")
+    label = METHOD_LABELS.get(base, base)
+    extra = []
+    for o in overrides:
+        if o.startswith("alpha"):
+            extra.append(f"α = {o[5:]}")
+        elif o.startswith("k"):
+            extra.append(f"K = {o[1:]}")
+        else:
+            extra.append(o)
+    return f"{label} ({', '.join(extra)})" if extra else label
+
+
+def ordered_benchmarks(config: dict) -> list[str]:
+    """The configured benchmarks in the paper's column order."""
+    configured = (config.get("evaluation") or {}).get("benchmarks") or list(BENCHMARK_ORDER)
+    unknown = [b for b in configured if b not in BENCHMARK_ORDER]
+    if unknown:
+        raise InputError(f"config evaluation.benchmarks: {unknown} have no table column")
+    return [b for b in BENCHMARK_ORDER if b in configured]
+
+
+def _seeds(config: dict) -> list[int]:
+    return list((config.get("training") or {}).get("seeds") or [0])
+
+
+# -------------------------------------------------------------------------------- reading eval values
+
+
+def run_metrics(runs: Iterable[plan.Run], benchmarks: list[str], root: str | Path = ".") -> pd.DataFrame:
+    """One row per (run, benchmark): base, dataset, method, proportion, seed, benchmark, value."""
+    rows = [{**run._asdict(), "benchmark": b, "value": read_metric(eval_path(run, b, root))}
+            for run in runs for b in benchmarks]
+    return pd.DataFrame(rows, columns=[*plan.Run._fields, "benchmark", "value"])
+
+
+def summarise(metrics: pd.DataFrame, keys: list[str], benchmarks: list[str]) -> pd.DataFrame:
+    """Mean and std over seeds per group of ``keys``; columns (label, mean|std) per benchmark and Overall.
+
+    Overall is computed per seed (the mean over benchmarks) and then summarised like a benchmark."""
+    if metrics.empty:
+        columns = pd.MultiIndex.from_product([[BENCHMARK_LABELS[b] for b in benchmarks] + [OVERALL],
+                                              ["mean", "std"]])
+        return pd.DataFrame(columns=columns, index=pd.MultiIndex.from_tuples([], names=keys), dtype=float)
+    per_seed = metrics.set_index([*keys, "seed", "benchmark"])["value"].unstack("benchmark")[benchmarks]
+    per_seed[OVERALL] = [overall(dict(zip(benchmarks, row))) for row in per_seed[benchmarks].to_numpy()]
+    order = list(dict.fromkeys(map(tuple, metrics[keys].to_numpy())))
+    grouped = per_seed.groupby(level=keys, sort=False)
+    mean, std = grouped.mean(), grouped.std(ddof=1)
+    columns = {}
+    for b in [*benchmarks, OVERALL]:
+        label = BENCHMARK_LABELS.get(b, b)
+        columns[(label, "mean")] = mean[b]
+        columns[(label, "std")] = std[b]
+    out = pd.DataFrame(columns)
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    index = pd.MultiIndex.from_tuples(order, names=keys) if len(keys) > 1 else pd.Index(
+        [o[0] for o in order], name=keys[0])
+    return out.reindex(index)
+
+
+def _relabel(frame: pd.DataFrame, names: dict[str, str], labels: Mapping[str, Mapping[Any, str]]) -> pd.DataFrame:
+    """Readable index values (labels[level][value]) and level names."""
+    index = frame.index.to_frame(index=False)
+    for level, mapping in labels.items():
+        index[level] = [mapping.get(v, v) if isinstance(mapping, Mapping) else mapping(v) for v in index[level]]
+    index = index.rename(columns=names)
+    frame = frame.copy()
+    frame.index = pd.MultiIndex.from_frame(index) if index.shape[1] > 1 else pd.Index(index.iloc[:, 0])
+    return frame
+
+
+def _delta_vs_full(frame: pd.DataFrame, method_level: str) -> pd.DataFrame:
+    """Add (Δ Overall vs Full) per group: mean Overall minus the Full-data row's mean Overall."""
+    frame = frame.copy()
+    overall_mean = frame[(OVERALL, "mean")]
+    deltas = []
+    for key in frame.index:
+        row = dict(zip(frame.index.names, key))
+        full_key = tuple("full" if n == method_level else row[n] for n in frame.index.names)
+        deltas.append(overall_mean[key] - overall_mean[full_key] if full_key in frame.index else math.nan)
+    frame[("Δ Overall vs Full", "")] = deltas
+    return frame
+
+
+def _metrics_table(config: dict, key: str, root: str | Path, keys: list[str]) -> pd.DataFrame:
+    benchmarks = ordered_benchmarks(config)
+    return summarise(run_metrics(plan.runs(config)[key], benchmarks, root), keys, benchmarks)
+
+
+def _finish(frame: pd.DataFrame, caption: str, notes: list[str]) -> pd.DataFrame:
+    frame.attrs["caption"] = caption
+    frame.attrs["notes"] = notes
+    return frame
+
+
+# ----------------------------------------------------------------------------------------- tables
+
+
+def table1_main(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 1: every method of paper.methods on each main base, mean ± std over seeds."""
+    frame = _metrics_table(config, "table1", root, ["base", "method"])
+    frame = _relabel(frame, {"base": "Base", "method": "Method"}, {"method": method_label})
+    p = plan.settings(config)
+    return _finish(frame, f"Main results: {p['proportion']:g} of {p['dataset']} selected by each method",
+                   [STD_NOTE.format(seeds=_seeds(config)), "Overall is the unweighted mean of the benchmark columns."])
+
+
+def _sweep_table(config: dict, root: str | Path, key: str, values: list, make_method, name: str) -> pd.DataFrame:
+    p = plan.settings(config)
+    value_of = {plan.canonical(make_method(v), p["proportion"], config)[0]: v for v in values}
+    frame = _metrics_table(config, key, root, ["base", "method"])
+    return _relabel(frame, {"base": "Base", "method": name}, {"method": value_of})
+
+
+def table2_k(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 2: SelectIT with the first K rating prompts (the same rating shards, no re-rating)."""
+    p = plan.settings(config)
+    frame = _sweep_table(config, root, "table2", p["k_values"], plan.k_method, "K")
+    return _finish(frame, "Effect of K, the number of rating prompts",
+                   [STD_NOTE.format(seeds=_seeds(config)),
+                    f"K = {config.get('n_prompts', 5)} is the main SelectIT run (the same run as in Table 1)."])
+
+
+def table3_alpha(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 3: SelectIT re-fused with each α of paper.alphas."""
+    p = plan.settings(config)
+    frame = _sweep_table(config, root, "table3", p["alphas"], plan.alpha_method, "α")
+    frame.index = frame.index.set_levels([f"{a:g}" for a in frame.index.levels[1]], level=1)
+    alpha = (config.get("scoring") or {}).get("alpha", 0.2)
+    return _finish(frame, "Effect of the uncertainty weight α (Eq. 4)",
+                   [STD_NOTE.format(seeds=_seeds(config)), f"α = {alpha:g} is the main SelectIT run."])
+
+
+def table6_bases(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 6: paper.other_methods on every main and other base."""
+    frame = _delta_vs_full(_metrics_table(config, "table6", root, ["base", "method"]), "method")
+    frame = _relabel(frame, {"base": "Base", "method": "Method"}, {"method": method_label})
+    return _finish(frame, "Other foundation models", [STD_NOTE.format(seeds=_seeds(config)),
+                                                      "Δ compares mean Overall with the same base's Full data."])
+
+
+def table7_datasets(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 7: paper.other_methods on every dataset, with its size before and after selection."""
+    runs = plan.runs(config)["table7"]
+    benchmarks = ordered_benchmarks(config)
+    frame = summarise(run_metrics(runs, benchmarks, root), ["dataset", "base", "method"], benchmarks)
+    proportion = {(r.dataset, r.method): r.proportion for r in runs}
+    before, after = [], []
+    for dataset, _, method in frame.index:
+        manifest = read_manifest(subset_file(dataset, method, proportion[(dataset, method)], root,
+                                             ".manifest.json"))
+        before.append(manifest["n_total"])
+        after.append(manifest["n_selected"])
+    frame.insert(0, ("Size before", ""), before)
+    frame.insert(1, ("Size after", ""), after)
+    frame = _relabel(frame, {"dataset": "Dataset", "base": "Base", "method": "Method"}, {"method": method_label})
+    return _finish(frame, "Other instruction-tuning datasets",
+                   [STD_NOTE.format(seeds=_seeds(config)),
+                    "Sizes are records after validation (n_total) and selected (n_selected), from the subset "
+                    "manifests."])
+
+
+def table10_strategies(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 10: other selection strategies of paper.strategies, with Δ Overall vs Full."""
+    frame = _delta_vs_full(_metrics_table(config, "table10", root, ["base", "method"]), "method")
+    frame = _relabel(frame, {"base": "Base", "method": "Strategy"}, {"method": method_label})
+    return _finish(frame, "Other selection strategies", [STD_NOTE.format(seeds=_seeds(config)),
+                                                         "Δ compares mean Overall with the same base's Full data."])
+
+
+LEVELS = ("token_r", "sentence_r", "model_r")
+
+
+def table4_levels(config: dict, root: str | Path = ".") -> pd.DataFrame:
+    """Table 4: how the final SelectIT selection is made of the three levels' selections (no training)."""
+    p = plan.settings(config)
+    dataset, proportion = p["dataset"], p["proportion"]
+    sets = {}
+    for method in (*LEVELS, "selectit"):
+        name, q = plan.canonical(method, proportion, config)
+        sets[method] = set(read_manifest(subset_file(dataset, name, q, root, ".manifest.json"))["selected_ids"])
+    return _finish(level_overlaps(sets), f"Contribution of each level to SelectIT's selection ({dataset}, "
+                   f"top {proportion:g})",
+                   ["Shares are of the SelectIT selection; 'only' = selected by that level and by neither other one.",
+                    "The last column compares the level selections themselves: the share of the first-named "
+                    "level's selection that the row's sets have in common."])
+
+
+def level_overlaps(sets: Mapping[str, set]) -> pd.DataFrame:
+    """Rows: each level alone, each pair, all three, none; counts within the SelectIT selection."""
+    final = sets["selectit"]
+    if not final:
+        raise InputError("the SelectIT selection is empty; Table 4 has nothing to divide")
+    t, s, m = (sets[level] for level in LEVELS)
+    label = {level: METHOD_LABELS[level] for level in LEVELS}
+    rows = []
+
+    def add(name, members, level_sets):
+        first = level_sets[0] if level_sets else None
+        common = set.intersection(*level_sets) if level_sets else set()
+        rows.append({"Levels": name, "SelectIT samples": len(final & members),
+                     "Share of SelectIT (%)": 100.0 * len(final & members) / len(final),
+                     "Overlap of level selections (%)": 100.0 * len(common) / len(first) if first else math.nan})
+
+    for level, a, (b, c) in ((LEVELS[0], t, (s, m)), (LEVELS[1], s, (t, m)), (LEVELS[2], m, (t, s))):
+        only = a - b - c
+        rows.append({"Levels": f"{label[level]} only", "SelectIT samples": len(final & only),
+                     "Share of SelectIT (%)": 100.0 * len(final & only) / len(final),
+                     "Overlap of level selections (%)": 100.0 * len(only) / len(a) if a else math.nan})
+    for (la, a), (lb, b) in ((("token_r", t), ("sentence_r", s)), (("token_r", t), ("model_r", m)),
+                             (("sentence_r", s), ("model_r", m))):
+        add(f"{label[la]} ∩ {label[lb]}", a & b, [a, b])
+    add("all three", t & s & m, [t, s, m])
+    add("none of the levels", final - (t | s | m), [])
+    return pd.DataFrame(rows).set_index("Levels")
+
+
+# ------------------------------------------------------------------------------------ efficiency (9)
+
+
+def read_benchmark_seconds(path: str | Path) -> float:
+    """Wall seconds of one job from a Snakemake benchmark TSV (column ``s``; the mean over repeats)."""
+    try:
+        frame = pd.read_csv(path, sep="\t")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"{path}: cannot read the benchmark TSV ({exc})") from exc
+    if "s" not in frame.columns or frame.empty:
+        raise InputError(f"{path}: the benchmark TSV has no `s` column or no row")
+    return float(pd.to_numeric(frame["s"], errors="raise").mean())
+
+
+def measured_efficiency(expected: Mapping[str, list[str]], gpus_per_job: Mapping[str, int],
+                        found_elsewhere: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+    """Per stage (rule): jobs planned, benchmark files found, summed wall seconds and GPU-hours
+    (= s × the rule's gpu resource / 3600). ``found_elsewhere``: TSVs of other rules found under benchmarks/."""
+    rows = []
+    for source, groups in (("this DAG", expected), ("found on disk", found_elsewhere or {})):
+        for stage, paths in groups.items():
+            present = [p for p in paths if os.path.exists(p)]
+            seconds = sum(read_benchmark_seconds(p) for p in present)
+            gpus = gpus_per_job.get(stage, 0)
+            rows.append({"Stage": stage, "Source": source, "Jobs": len(paths), "Files found": len(present),
+                         "Wall time (s)": seconds, "GPUs per job": gpus,
+                         "GPU-hours": math.nan if gpus is None else seconds * gpus / 3600.0,
+                         "Tokens": math.nan, "FLOPs": math.nan})
+    return pd.DataFrame(rows)
+
+
+def declared_gpus(rules: Iterable[Any]) -> dict[str, int | None]:
+    """Each Snakemake rule's ``gpu`` resource: 0 when absent, None when it is computed per job."""
+    out = {}
+    for rule in rules:
+        gpu = rule.resources["gpu"] if "gpu" in rule.resources else 0
+        value = getattr(gpu, "raw", gpu)  # a snakemake Resource keeps the declared value in `raw`
+        out[rule.name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    return out
+
+
+def benchmarks_on_disk(expected: Mapping[str, list[str]], skip: Iterable[str] = (),
+                       root: str | Path = ".") -> dict[str, list[str]]:
+    """Benchmark TSVs under benchmarks/<rule>/ of rules outside ``expected`` and ``skip`` (e.g. the baseline
+    and figure rules), found at run time."""
+    base = Path(root) / "benchmarks"
+    ignore = set(expected) | set(skip)
+    if not base.is_dir():
+        return {}
+    return {d.name: sorted(str(f) for f in d.rglob("*.tsv"))
+            for d in sorted(base.iterdir()) if d.is_dir() and d.name not in ignore and any(d.rglob("*.tsv"))}
+
+
+def mean_tokens_per_row(rating_files: Iterable[str | Path]) -> float:
+    """Mean ``n_tokens`` (prompt + sample tokens of one rating forward pass) over rating shard files."""
+    total, rows = 0, 0
+    for path in rating_files:
+        try:
+            tokens = pd.read_parquet(path, columns=["n_tokens"])["n_tokens"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: cannot read n_tokens of the rating shard ({exc})") from exc
+        total += int(tokens.sum())
+        rows += len(tokens)
+    if not rows:
+        raise InputError("no rating rows to measure tokens per row from; set paper.cost.tokens_per_row")
+    return total / rows
+
+
+def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float | None,
+                        root: str | Path = ".", tokens_source: str = "measured") -> pd.DataFrame:
+    """Rating cost of a config from a dry-run style estimate: per (dataset, rater) tokens = records × prompts ×
+    tokens per row; FLOPs = 2 θ tokens (one forward pass); GPU-hours = FLOPs / throughput / 3600.
+
+    Records, θ and throughput come from that config's ``paper.cost`` (defaults: plan.DEFAULTS); a local dataset
+    is counted, a prepared rater's θ is read from results/models/{rater}/model.json."""
+    from selectit.data import read_records
+
+    path = Path(planned_config_path)
+    try:
+        planned = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the planned config ({exc})") from exc
+    for key in ("datasets", "models"):
+        if not planned.get(key):
+            raise InputError(f"{path}: the planned config has no {key!r}")
+    cost = {**plan.DEFAULTS["cost"], **((planned.get("paper") or {}).get("cost") or {})}
+    if cost["tokens_per_row"]:
+        tokens_per_row, tokens_source = float(cost["tokens_per_row"]), f"paper.cost.tokens_per_row of {path.name}"
+    if not tokens_per_row:
+        raise InputError(f"{path}: no tokens per rating row (paper.cost.tokens_per_row) and none measured")
+    throughput = float(cost["throughput_tflops"]) * 1e12
+    n_prompts = int(planned.get("n_prompts", 5))
+    rows = []
+    for dataset, spec in planned["datasets"].items():
+        if dataset in cost["records"]:
+            records = int(cost["records"][dataset])
+        elif spec.get("path"):
+            records = len(read_records(Path(root) / spec["path"]))
+        else:
+            raise InputError(f"{path}: paper.cost.records has no record count for Hub dataset {dataset!r}")
+        for rater in planned["models"]:
+            if rater in cost["thetas"]:
+                theta = float(cost["thetas"][rater])
+            else:
+                info = Path(root) / "results/models" / rater / "model.json"
+                if not info.exists():
+                    raise InputError(f"{path}: paper.cost.thetas has no parameter count for rater {rater!r} "
+                                     f"and {info} does not exist")
+                theta = float(read_json(info, "model info")["theta"])
+            tokens = records * n_prompts * tokens_per_row
+            flops = 2.0 * theta * tokens
+            rows.append({"Stage": f"rate {dataset} with {rater}", "Source": f"planned ({path.name})",
+                         "Jobs": n_prompts * int(spec.get("n_shards", 1)), "Files found": math.nan,
+                         "Wall time (s)": math.nan, "GPUs per job": 1, "GPU-hours": flops / throughput / 3600.0,
+                         "Tokens": tokens, "FLOPs": flops})
+    if rows:
+        rows.append({**{k: math.nan for k in rows[0]}, "Stage": "rating, all datasets and raters",
+                     "Source": rows[0]["Source"], **{k: sum(r[k] for r in rows)
+                                                     for k in ("Jobs", "GPU-hours", "Tokens", "FLOPs")}})
+    frame = pd.DataFrame(rows)
+    frame.attrs["assumptions"] = {"tokens_per_row": tokens_per_row, "throughput_tflops": throughput / 1e12,
+                                  "n_prompts": n_prompts, "tokens_source": tokens_source}
+    return frame
+
+
+def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.concat([measured, planned], ignore_index=True).set_index(["Stage", "Source"])
+    for col in ("Jobs", "Files found", "GPUs per job"):
+        frame[col] = frame[col].astype("Int64")
+    a = planned.attrs.get("assumptions", {})
+    return _finish(frame, "Efficiency: measured time per stage and the planned rating cost", [
+        "Measured rows sum the `s` column of the Snakemake benchmark TSVs (benchmarks/<rule>/...); GPU-hours = "
+        "s × the rule's `gpu` resource / 3600. 'Files found' < 'Jobs' means some jobs have no benchmark file.",
+        f"Planned rows: tokens = records × {a.get('n_prompts')} prompts × {a.get('tokens_per_row', 0):.1f} "
+        f"tokens per rating row ({a.get('tokens_source')}); FLOPs = 2 θ × tokens; at "
+        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU.",
+    ])
+
+
+# --------------------------------------------------------------------------- reported vs reproduced
+
+
+def reported_vs_reproduced(subsets: Mapping[str, str | Path | None]) -> pd.DataFrame:
+    """The paper's average length and calculation share beside ours (selectit.paper.stats) for the full data,
+    the judge (AlpaGasus-style) selection and SelectIT's; ``subsets`` maps full/judge/selectit to a subset JSON
+    (None: not configured, shown blank)."""
+    rows = []
+    for method in ("full", "judge", "selectit"):
+        path = subsets.get(method)
+        ours_length = ours_calc = records = math.nan
+        if path is not None:
+            records_json = read_json(path, "subset")
+            if not isinstance(records_json, list) or not all(
+                    isinstance(r, dict) and "instruction" in r and "output" in r for r in records_json):
+                raise InputError(f"{path}: a subset must be a list of records with instruction and output")
+            instructions = [r["instruction"] + ("\n" + r["input"] if r.get("input") else "") for r in records_json]
+            ours_length = stats.mean_length(instructions, [r["output"] for r in records_json])
+            ours_calc = stats.calculation_share(instructions)
+            records = len(records_json)
+        rows.append({"Data": METHOD_LABELS[method] if method != "selectit" else "SelectIT (Selective Alpaca)",
+                     "Records (ours)": records,
+                     "Average length (paper)": PAPER_REPORTED[method]["length"],
+                     "Average length (ours)": ours_length,
+                     "Calculation share % (paper)": PAPER_REPORTED[method]["calculation"],
+                     "Calculation share % (ours)": ours_calc})
+    frame = pd.DataFrame(rows).set_index("Data")
+    frame["Records (ours)"] = frame["Records (ours)"].astype("Int64")
+    return _finish(frame, "Reported (Liu et al. 2024) vs reproduced data statistics", [
+        "Paper values: Liu et al. 2024 (arXiv 2402.16705), analysis of Selective Alpaca on Alpaca-GPT4.",
+        "Ours: length = words of instruction plus response; calculation = selectit.paper.stats.is_calculation. "
+        "The paper does not define either, so the columns are comparable in trend, not exactly.",
+        "A blank row: that selection is not configured (paper.methods lacks it).",
+    ])
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _fmt(value: Any) -> str:
+    """Integers as they are, floats with 2 decimals (3 significant digits from a million on), missing blank."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        if math.isnan(value):
+            return ""
+        return f"{value:.3g}" if abs(value) >= 1e6 else f"{value:.2f}"
+    return str(value)
+
+
+def display_frame(frame: pd.DataFrame, pm: str = "±") -> pd.DataFrame:
+    """Strings for Markdown/LaTeX: (label, mean) and (label, std) become one 'mean ± std' column."""
+    flat = frame.reset_index()
+    out = {}
+    columns = list(flat.columns)
+    for col in columns:
+        top, stat = (col if isinstance(col, tuple) else (col, ""))
+        if stat == "std":
+            continue
+        if stat == "mean":
+            means, stds = flat[col], flat[(top, "std")]
+            out[top] = [_fmt(m) + (f" {pm} {_fmt(s)}" if _fmt(s) and _fmt(m) else "") for m, s in zip(means, stds)]
+        else:
+            out[top] = [_fmt(v) for v in flat[col]]
+    return pd.DataFrame(out)
+
+
+def numeric_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """For CSV: the index as columns and (label, stat) column names flattened to 'label stat'."""
+    flat = frame.reset_index()
+    flat.columns = [" ".join(str(c) for c in col if c != "").strip() if isinstance(col, tuple) else col
+                    for col in flat.columns]
+    return flat
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "α": r"$\alpha$", "Δ": r"$\Delta$", "∩": r"$\cap$", "×": r"$\times$",
+                  "θ": r"$\theta$", "<": r"$<$", ">": r"$>$"}
+
+
+def latex_text(text: str) -> str:
+    """Escape LaTeX specials, then write the few non-ASCII symbols the tables use as math."""
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    for symbol, latex in _LATEX_SYMBOLS.items():
+        out = out.replace(symbol, latex)
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def to_markdown(frame: pd.DataFrame, title: str | None = None) -> str:
+    caption = frame.attrs.get("caption", "")
+    lines = [f"### {title}: {caption}" if title else f"### {caption}", ""]
+    shown = display_frame(frame)
+    lines.append(shown.to_markdown(index=False, disable_numparse=True) if len(shown) else "(no rows)")
+    lines.append("")
+    lines += [f"- {note}" for note in frame.attrs.get("notes", [])]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(frame: pd.DataFrame, label: str) -> str:
+    shown = display_frame(frame, pm="±")
+    shown = shown.map(latex_text)
+    shown.columns = [latex_text(c) for c in shown.columns]
+    notes = " ".join(frame.attrs.get("notes", []))
+    caption = frame.attrs.get("caption", "")
+    styler = shown.style.hide(axis="index")
+    return styler.to_latex(hrules=True, caption=latex_text(f"{caption}. {notes}".strip()), label=f"tab:{label}",
+                           position_float="centering", column_format="l" * len(shown.columns))
+
+
+def write_table(frame: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, title: str) -> None:
+    """CSV (numbers, flattened columns), Markdown (caption, table, notes) and LaTeX (booktabs), atomically."""
+    _atomic_write(Path(csv), numeric_frame(frame).to_csv(index=False))
+    _atomic_write(Path(tex), to_latex(frame, Path(tex).stem))
+    _atomic_write(Path(md), to_markdown(frame, title))
+
+
+def write_index(markdown_files: Mapping[str, str | Path], out: str | Path) -> None:
+    """The Markdown index `tables/all`: every table's Markdown, in order."""
+    parts = ["# Tables of the paper, regenerated\n"]
+    start = Path(out).parent
+    parts += [f"[{title}]({Path(os.path.relpath(path, start)).as_posix()})\n" for title, path in markdown_files.items()]
+    for path in markdown_files.values():
+        parts.append(Path(path).read_text(encoding="utf-8"))
+    _atomic_write(Path(out), "\n".join(parts))
