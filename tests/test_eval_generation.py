@@ -9,20 +9,18 @@ OpenAI-compatible server started here on 127.0.0.1).
 from __future__ import annotations
 
 import gzip
-import hashlib
 import itertools
 import json
 import math
 import re
-import threading
 from fractions import Fraction
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from selectit.evaluation import _textgen as tg
 from selectit.evaluation import alpacaeval, humaneval, metrics, tydiqa
+from tests.fake_openai import chat_server
 
 GEN = {"dtype": "fp32", "device": "cpu"}
 
@@ -311,59 +309,31 @@ def test_alpacaeval_hf_judge_end_to_end(tiny_model, data_dir, tmp_path):
     assert again[0]["p_model"] == pytest.approx(first["p_model"], abs=1e-5)
 
 
-class _FakeJudge(BaseHTTPRequestHandler):
-    """OpenAI-compatible /v1/chat/completions: ranks the longer answer first (ties: the larger string),
-    whatever order the two answers are shown in."""
-
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
-        answers = re.findall(r'"answer": """(.*?)"""', user, flags=re.S)
-        key = [(len(a), a) for a in answers]
-        first = "model_1" if len(key) == 2 and key[0] >= key[1] else "model_2"
-        second = "model_2" if first == "model_1" else "model_1"
-        text = f"[{{'model': '{first}', 'rank': 1}}, {{'model': '{second}', 'rank': 2}}]"
-        payload = json.dumps({
-            "id": "chatcmpl-" + hashlib.md5(user.encode()).hexdigest()[:8], "object": "chat.completion",
-            "created": 0, "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _ranking_reply(body: dict) -> str:
+    """Ranks the longer answer first (ties: the larger string), whatever order the two answers are shown in."""
+    user = "\n".join(m["content"] for m in body["messages"] if m["role"] == "user")
+    answers = re.findall(r'"answer": """(.*?)"""', user, flags=re.S)
+    key = [(len(a), a) for a in answers]
+    first = "model_1" if len(key) == 2 and key[0] >= key[1] else "model_2"
+    second = "model_2" if first == "model_1" else "model_1"
+    return f"[{{'model': '{first}', 'rank': 1}}, {{'model': '{second}', 'rank': 2}}]"
 
 
 @pytest.fixture
 def fake_openai():
-    _FakeJudge.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with chat_server(_ranking_reply) as (url, requests):
+        yield url, requests
 
 
 def test_alpacaeval_openai_judge_end_to_end(tiny_model, data_dir, tmp_path, fake_openai, monkeypatch):
+    url, reqs = fake_openai
     monkeypatch.setenv("SELECTIT_TEST_JUDGE_KEY", "sk-test-123")
     settings = {**GEN, "limit": 4, "max_new_tokens": 6, "batch_size": 4, "seed": 7,
-                "judge": {"type": "openai", "base_url": fake_openai, "model": "judge-model",
+                "judge": {"type": "openai", "base_url": url, "model": "judge-model",
                           "api_key_env": "SELECTIT_TEST_JUDGE_KEY", "num_procs": 2}}
     out = tmp_path / "ae_openai.json"
     res = _check_common(alpacaeval.run(tiny_model, str(data_dir), str(out), settings), out, "alpaca_eval", 4,
                         {k: v for k, v in settings.items() if k != "judge"})
-    reqs = _FakeJudge.requests
     n_distinct = sum(p["output"] != p["reference"] for p in res["predictions"])
     assert len(reqs) == n_distinct
     assert all(r["path"] == "/v1/chat/completions" and r["auth"] == "Bearer sk-test-123" for r in reqs)

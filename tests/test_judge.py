@@ -3,8 +3,6 @@ passes, the openai judge against a local fake endpoint, merging, the `judge` sel
 both baselines (IFD and judge)."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pandas as pd
@@ -24,6 +22,7 @@ from selectit.judge import (
     score_prefix_and_ids,
 )
 from selectit.selection import judge_order, make_subset_from_files, parse_method, select_ids
+from tests.fake_openai import chat_server
 from tests.test_ifd import _samples_file
 from tests.workflow_helpers import job_counts, snakemake, write_tiny_config
 
@@ -99,52 +98,27 @@ def test_hf_judge_equals_one_by_one_forward(tiny_model_dir):
     assert 0 <= out["score"].min() and out["score"].max() <= 5 and not out["unparsed"].any()
 
 
-class _FakeScoreJudge(BaseHTTPRequestHandler):
-    """OpenAI-compatible /v1/chat/completions: "Score: <number of words in the response mod 6>", or an answer with
-    no score when the response says "unratable"."""
-
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"auth": self.headers.get("Authorization"), "body": body})
-        message = body["messages"][-1]["content"]
-        response = message.split("### Response\n", 1)[1].split("\n\n### Your task", 1)[0]
-        text = ("I would rather not say." if "unratable" in response
-                else f"Score: {len(response.split()) % 6}\nBecause it has that many words.")
-        payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                              "choices": [{"index": 0, "finish_reason": "stop",
-                                           "message": {"role": "assistant", "content": text}}],
-                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
+def _score_reply(body: dict) -> str:
+    """"Score: <number of words in the response mod 6>", or an answer with no score when the response says
+    "unratable"."""
+    message = body["messages"][-1]["content"]
+    response = message.split("### Response\n", 1)[1].split("\n\n### Your task", 1)[0]
+    return ("I would rather not say." if "unratable" in response
+            else f"Score: {len(response.split()) % 6}\nBecause it has that many words.")
 
 
 @pytest.fixture
 def fake_score_server():
-    _FakeScoreJudge.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeScoreJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with chat_server(_score_reply) as (url, requests):
+        yield url, requests
 
 
 def test_openai_judge_parses_scores_and_counts_unparsed(fake_score_server, tmp_path, monkeypatch):
+    url, reqs = fake_score_server
     monkeypatch.setenv("SELECTIT_TEST_JUDGE_KEY", "sk-test-judge")
     records = [("q0", "one two three"), ("q1", "this one is unratable"), ("q2", "a b c d e f g h i j k")]
     samples, samples_path = _samples_file(tmp_path, 3)
-    settings = judge_settings({"type": "openai", "model": "judge-model", "base_url": fake_score_server,
+    settings = judge_settings({"type": "openai", "model": "judge-model", "base_url": url,
                                "api_key_env": "SELECTIT_TEST_JUDGE_KEY", "num_workers": 2}, "tinya")
     shard = _shard(records)
     out = tmp_path / "judge" / "shard000.parquet"
@@ -154,7 +128,6 @@ def test_openai_judge_parses_scores_and_counts_unparsed(fake_score_server, tmp_p
     assert table["score"].tolist()[0] == 3.0 and np.isnan(table["score"][1]) and table["score"][2] == 11 % 6
     assert table["unparsed"].tolist() == [False, True, False] and stats["unparsed"] == 1
     assert table["answer"][1] == "I would rather not say."
-    reqs = _FakeScoreJudge.requests
     assert len(reqs) == 3 and all(r["auth"] == "Bearer sk-test-judge" for r in reqs)
     assert all(r["body"]["model"] == "judge-model" and r["body"]["temperature"] == 0 for r in reqs)
     first = next(r for r in reqs if "one two three" in r["body"]["messages"][0]["content"])
