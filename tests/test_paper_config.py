@@ -1,7 +1,6 @@
 """configs/paper.yaml builds the paper's complete DAG with no data, models or prompt file present."""
 
 import subprocess
-import time
 
 import yaml
 
@@ -15,16 +14,14 @@ def dry_run(tmp_path, *targets):
     """Job counts of `snakemake -n` in an empty folder that has only the repository's configs/ (as a fresh
     checkout has: the DeepSpeed JSON and the planned config are read from there)."""
     (tmp_path / "configs").symlink_to(REPO / "configs")
-    start = time.monotonic()
     proc = subprocess.run([SNAKEMAKE, *targets, "-n", "--configfile", "configs/paper.yaml", "--directory",
                            str(tmp_path), "--snakefile", str(REPO / "Snakefile"), "--quiet", "rules"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
-    seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = proc.stdout.split("Job stats:", 1)[1]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats.splitlines()[3:] if len(line.split()) == 2
               and line.split()[1].isdigit()}
-    return counts, proc.stdout, seconds
+    return counts, proc.stdout
 
 
 def rating_jobs():
@@ -32,7 +29,7 @@ def rating_jobs():
 
 
 def test_paper_dry_run_job_counts(tmp_path):
-    counts, out, _ = dry_run(tmp_path)
+    counts, out = dry_run(tmp_path)
     n_models = len(CONFIG["models"])
     assert CONFIG["datasets"]["alpaca_gpt4"]["n_shards"] * n_models * CONFIG["n_prompts"] == 960
     assert counts["rate_shard"] == rating_jobs()  # every dataset (Table 7's too) rated by every rater
@@ -41,9 +38,8 @@ def test_paper_dry_run_job_counts(tmp_path):
     assert "smollm2" not in out  # the embedded default's raters are not mixed in
 
 
-def test_paper_tables_dry_run_job_counts(tmp_path):
-    counts, _, seconds = dry_run(tmp_path, "tables/all")
-    print(f"snakemake -n tables/all --configfile configs/paper.yaml: {seconds:.1f} s; jobs per rule: {counts}")
+def test_paper_tables_and_figures_dry_run_job_counts(tmp_path):
+    counts, _ = dry_run(tmp_path, "tables/all", "figures/all")  # its time: benchmarks/paper_dag.py
     runs = plan.all_runs(CONFIG)
     n_benchmarks = 6  # evaluation.benchmarks is unset: all six
     assert counts["train_subset"] == len(runs)
@@ -51,6 +47,7 @@ def test_paper_tables_dry_run_job_counts(tmp_path):
     assert counts["rate_shard"] == rating_jobs()
     assert counts["prepare_model"] == len(CONFIG["models"]) + 2  # Mistral-7B and LLaMA-3-8B are no raters
     for rule in ("table1", "table2", "table3", "table4", "table6", "table7", "table9", "table10",
-                 "reported_vs_reproduced", "tables_index"):
+                 "reported_vs_reproduced", "tables_index", "embed_samples", "figure_data_quantity",
+                 "figure_length_and_calculation", "figure_trends_vs_proportion", "figure_tsne",
+                 "figure_score_distributions", "figure_index"):
         assert counts[rule] == 1, rule
-    assert seconds < 30  # the issue asks < 15 s; the margin is for a loaded test machine
