@@ -5,13 +5,14 @@ the test is skipped when that is impossible (not root, no apt); under CI=true it
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.workflow_helpers import REPO, outputs_digest, snakemake, write_tiny_config
+from tests.workflow_helpers import REPO, crash_env, fault_env, outputs_digest, snakemake, write_tiny_config
 
 SLURM_SH = REPO / ".ci" / "slurm.sh"
 
@@ -45,13 +46,27 @@ def slurm(tmp_path_factory):
 
 
 def test_rating_jobs_run_through_slurm_with_a_gpu(slurm, completed_run, tmp_path):
+    """Every rating job is its own Slurm job with a GPU; one of them dies as if out of memory (exit 137, by the
+    fault injection of tests/faults) and is resubmitted with twice the memory; the outputs equal a local run's."""
     reference, models = completed_run
     workdir = tmp_path / "slurm_run"
     write_tiny_config(workdir, models)
-    snakemake(workdir, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks", "5",
-              # the CI node has 2 CPUs and ~20 GB: shrink the cluster-sized requests of profiles/default
-              "--set-resources", "rate_shard:cpus_per_gpu=1", "rate_shard:mem_mb=3000", "prepare_model:mem_mb=3000",
-              "prepare_data:mem_mb=2000", env=slurm, timeout=1500)
+    mark = tmp_path / "oom_killed"
+    env = {**slurm, **crash_env("results/ratings/tiny/tinya/", mark, mode="exit137")}
+    proc = snakemake(workdir, "--profile", str(REPO / "profiles/slurm"), "--slurm-init-seconds-before-status-checks",
+                     "5",
+                     # the CI node has 2 CPUs and ~20 GB: shrink the cluster-sized requests of profiles/default,
+                     # keeping their growth with the attempt
+                     "--set-resources", "rate_shard:cpus_per_gpu=1", "rate_shard:mem_mb=1500*attempt",
+                     "prepare_model:mem_mb=3000", "prepare_data:mem_mb=2000", env=env, timeout=1500)
+    assert mark.exists(), "the injected out-of-memory exit never happened"
+    log = proc.stdout + proc.stderr
+    (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
+    first, restarts, after = log.partition("Trying to restart job")
+    assert restarts and "Trying to restart job" not in after, "exactly one job should be resubmitted"
+    mem = r"rule rate_shard:.*?resources:[^\n]*?mem_mb=(\d+)"
+    assert set(re.findall(mem, first, flags=re.S)) == {"1500"}
+    assert re.search(mem, after, flags=re.S)[1] == "3000"  # resubmitted with twice the memory
     logs = sorted((workdir / "logs" / "rate_shard").rglob("*.log"))
     assert len(logs) == 8
     job_ids = set()
@@ -63,3 +78,44 @@ def test_rating_jobs_run_through_slurm_with_a_gpu(slurm, completed_run, tmp_path
         job_ids.add(stats["slurm_job_id"])
     assert len(job_ids) == 8  # one Slurm job per (model, prompt, shard)
     assert outputs_digest(workdir) == outputs_digest(reference)
+
+
+def test_training_over_its_time_limit_resumes_on_the_next_attempt(slurm, completed_run, tiny_models, tmp_path):
+    """A training job that overruns its Slurm time limit (1 minute on the first attempt; its steps are slowed by
+    tests/faults) is killed by Slurm (TIMEOUT) and resubmitted by Snakemake; the new job resumes from the last
+    checkpoint the killed one completed and finishes the run."""
+    import shutil
+
+    source, models = completed_run
+    workdir = tmp_path / "slurm_train"
+    shutil.copytree(source, workdir, symlinks=True)  # selection done; only training is left
+    shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
+    max_steps = 60
+    training = {"bases": {"tinyc": {"hf": str(tiny_models["tinyc"])}}, "methods": ["selectit"], "proportions": [0.25],
+                "seeds": [0], "nproc": 1, "threads": 1,
+                "settings": {"max_steps": max_steps, "save_steps": 5, "global_batch_size": 2,
+                             "per_device_batch_size": 2, "max_length": 96, "gradient_checkpointing": False,
+                             "logging_steps": 5}}
+    write_tiny_config(workdir, models, training=training)
+    mark = tmp_path / "slowed"
+    env = {**slurm, **fault_env(slow_step=2, slow_mark=mark)}
+    proc = snakemake(workdir, "train_all", "--profile", str(REPO / "profiles/slurm"),
+                     "--slurm-init-seconds-before-status-checks", "5",
+                     "--set-resources", "train_subset:runtime=1 if attempt == 1 else 20", "train_subset:mem_mb=3000",
+                     "train_subset:cpus_per_gpu=1", "prepare_model:mem_mb=3000", env=env, timeout=1500)
+    assert mark.exists(), "the slowed training never started"
+    log = proc.stdout + proc.stderr
+    (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
+    first, restarts, after = log.partition("Trying to restart job")
+    assert restarts and "Trying to restart job" not in after, "the training job should be resubmitted once"
+    runtime = r"rule train_subset:.*?resources:[^\n]*?runtime=(\d+)"
+    assert set(re.findall(runtime, first, flags=re.S)) == {"1"}  # the first attempt: a 1-minute limit
+    assert re.search(runtime, after, flags=re.S)[1] == "20"  # resubmitted with the second attempt's limit
+    job_ids = sorted(set(re.findall(r"SLURM jobid (\d+)", log)))
+    states = [subprocess.run(["scontrol", "show", "job", j], env=slurm, capture_output=True, text=True).stdout
+              for j in job_ids]
+    assert sum("JobState=TIMEOUT" in s for s in states) == 1, [re.findall(r"JobState=\S+", s) for s in states]
+    result = json.loads((workdir / "results/train/tinyc/tiny/selectit/0.25/seed0/train_result.json").read_text())
+    assert result["global_step"] == max_steps
+    assert result["resumed_from_step"] and 0 < result["resumed_from_step"] < max_steps
+    assert result["resumed_from_step"] % 5 == 0

@@ -135,3 +135,28 @@ def test_base_naming_a_rater_and_bad_configs(completed_run, tmp_path):
         write_tiny_config(workdir, models, training=training, evaluation={**evaluation, **evaluation_edit})
         proc = snakemake(workdir, "-n", check=False)
         assert proc.returncode != 0 and message in proc.stdout + proc.stderr, (training, proc.stderr[-2000:])
+
+
+def test_sigkill_while_writing_an_evaluation_reruns_it_identically(trained_run, tiny_models, tmp_path):
+    """Snakemake and an evaluation job SIGKILLed just before the result JSON is moved into place (tests/faults):
+    the result never appears half-written, and after --unlock the rerun gives the same metric and predictions."""
+    from tests.workflow_helpers import crash_env, run_until_killed
+
+    source, models = trained_run
+    workdir = tmp_path / "wf"
+    shutil.copytree(source, workdir, symlinks=True)
+    shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
+    bench = "tydiqa" if "tydiqa" in BENCHES else BENCHES[0]
+    result = workdir / "results/eval" / RUN / f"{bench}.json"
+    reference = json.loads(result.read_text())
+    result.unlink()
+    mark = tmp_path / "crashed"
+    status = run_until_killed(workdir, crash_env(str(result.relative_to(workdir)), mark))
+    assert mark.exists() and status != 0
+    assert not result.exists()
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2")
+    rerun = json.loads(result.read_text())
+    for key in ("value", "n", "seed", "settings", "predictions"):
+        assert rerun[key] == reference[key], key
+    assert job_counts(workdir) == {}

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+FAULTS = REPO / "tests" / "faults"
 
 
 def tiny_records(n: int, start: int = 0) -> list[dict]:
@@ -81,3 +83,29 @@ def outputs_digest(workdir: Path) -> dict[str, str]:
         (workdir / "results" / "subsets").rglob("*.json"))
     return {str(f.relative_to(workdir)): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in files if not f.name.endswith(".manifest.json")}
+
+
+def fault_env(**settings: str) -> dict[str, str]:
+    """Environment that loads the test-only fault hooks (tests/faults/sitecustomize.py) into every Python
+    process of a run, with their settings as SELECTIT_TEST_<NAME> variables."""
+    pythonpath = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": pythonpath, **{f"SELECTIT_TEST_{k.upper()}": str(v) for k, v in settings.items()}}
+
+
+def crash_env(at: str, mark: Path, mode: str = "killall") -> dict[str, str]:
+    """The first write to a path containing `at` crashes: SIGKILL of the run (killall) or exit 137 (exit137)."""
+    return fault_env(crash_at=at, crash_mark=mark, crash_mode=mode)
+
+
+def run_until_killed(workdir: Path, env: dict[str, str], *args: str, timeout: int = 600) -> int:
+    """Run snakemake in its own session (the fault kills that process group) and return its exit status."""
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--workflow-profile", str(REPO / "profiles/default"), "--cores", "1", *args]
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
+    proc = subprocess.Popen(cmd, cwd=workdir, env=full_env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
