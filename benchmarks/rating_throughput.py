@@ -484,7 +484,9 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
     if kind not in ("released", "ours-plain", "ours", "ours-compile"):
         raise SystemExit(f"unknown variant {spec!r}: the name must be released, ours-plain, ours or ours-compile")
     dtype = resolve_dtype(dt or "ours", device)
-    opts: dict[str, Any] = {"prefix": kind == "ours", "compile": kind == "ours-compile", "tb": None, "rows": None,
+    # `ours` leaves compile to the rater's default (None: auto), as rate_shard in the pipeline does
+    opts: dict[str, Any] = {"prefix": kind == "ours", "compile": None if kind == "ours" else kind == "ours-compile",
+                            "tb": None, "rows": None,
                             "attn": "sdpa" if kind == "released" else attn, "threads": None}
     if kind == "ours-compile":
         opts["prefix"] = True
