@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from selectit.atomic import atomic_path
 from selectit.errors import InputError, NonFiniteLogitsError
 from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt, prompt_head
 
@@ -377,13 +378,10 @@ def _empty_cache() -> None:
 
 def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write under a temporary name and rename, so the file is either complete or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if metadata:
         table = table.replace_schema_metadata({"selectit": json.dumps(metadata, sort_keys=True)})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer: Any, k: int,

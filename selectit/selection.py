@@ -18,7 +18,6 @@ A method name is one of
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from selectit import scoring
+from selectit.atomic import write_json_atomic
 from selectit.errors import InputError
 
 SCORE_METHODS = ("selectit", "token_r", "sentence_r", "model_r")
@@ -118,10 +118,7 @@ def package_versions(names: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "to
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1)
 
 
 def write_subset(selected: list[str], samples: pd.DataFrame, alpaca_path: str | Path, sharegpt_path: str | Path,

@@ -53,6 +53,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
+from selectit.atomic import write_text_atomic
 from selectit.errors import InputError
 
 LOG = logging.getLogger(__name__)
@@ -520,9 +521,7 @@ def _loss_curve(log_history: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def train(subset_path: str | Path, base_model_dir: str | Path, out_dir: str | Path, settings: dict[str, Any],

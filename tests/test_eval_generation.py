@@ -164,7 +164,7 @@ def data_dir(tmp_path_factory):
 def _check_common(result: dict, out_path: Path, benchmark: str, n: int, settings: dict) -> dict:
     on_disk = json.loads(out_path.read_text())
     assert on_disk == json.loads(json.dumps(result))
-    assert not list(out_path.parent.glob(f".{out_path.name}*.tmp"))
+    assert not list(out_path.parent.glob(f".{out_path.name}.*"))  # no temp file left behind
     for key in ("benchmark", "metric", "value", "metrics", "n", "seed", "settings", "versions", "wall_seconds",
                 "predictions", "model", "model_dir", "data_dir", "data", "protocol", "unit"):
         assert key in on_disk, key

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selectit import atomic
 from selectit.errors import InputError
 
 TULU_USER, TULU_ASSISTANT = "<|user|>\n", "\n<|assistant|>\n"
@@ -114,20 +115,8 @@ def _json_clean(obj: Any) -> Any:
 
 
 def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Strict JSON (no NaN/inf) via selectit.atomic: a temp file in the same folder and ``os.replace``."""
+    atomic.write_json_atomic(path, payload, indent=2, allow_nan=False)
 
 
 def merge_settings(defaults: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:

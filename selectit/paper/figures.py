@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from selectit.atomic import atomic_path, write_text_atomic
 from selectit.errors import InputError
 from selectit.paper import results, stats
 
@@ -86,20 +86,15 @@ def read_eval_results(runs: Sequence[Mapping[str, Any]], paths: Sequence[str | P
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def save_figure(fig: Any, pdf_path: str | Path, png_path: str | Path) -> None:
     """PDF and PNG, each written under a temporary name and renamed."""
-    for path, fmt in ((Path(pdf_path), "pdf"), (Path(png_path), "png")):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
-        os.replace(tmp, path)
+    for path, fmt in ((pdf_path, "pdf"), (png_path, "png")):
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
 
 
 def _figure(ncols: int, width: float, height: float = 4.6) -> tuple[Any, Any]:
@@ -448,9 +443,5 @@ def write_index(entries: Sequence[Mapping[str, Any]], out_path: str | Path) -> s
                   "Files: " + ", ".join(f"`{f}`" for f in entry["files"]), "", "Sources:", ""]
         lines += [f"- `{s}`" for s in entry["sources"]] + [""]
     text = "\n".join(lines)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(out_path, text)
     return text

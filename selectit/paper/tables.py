@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from selectit.atomic import write_text_atomic
 from selectit.errors import InputError
 from selectit.paper import plan, stats
 from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
@@ -539,11 +540,7 @@ def latex_text(text: str) -> str:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+_atomic_write = write_text_atomic
 
 
 def to_markdown(frame: pd.DataFrame, title: str | None = None) -> str:

@@ -1,0 +1,36 @@
+"""Atomic file writes: every output is written under a temporary name in its own folder and renamed when
+complete (``os.replace``), so a file under its final name is always complete, and a failed write leaves no
+temporary file behind (a killed process leaves ``.<name>.<pid>.partial``, which is never read)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on an exception it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int = 2, allow_nan: bool = True) -> None:
+    """JSON (UTF-8, not ASCII-escaped) with a final newline."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=allow_nan) + "\n")
