@@ -11,7 +11,7 @@ from pathlib import Path
 from selectit.errors import SelectITError
 
 # Modules that add their own subcommands with register_cli(subparsers).
-PLUGIN_MODULES = ("selectit.training", "selectit.evaluation.cli", "selectit.paper")
+PLUGIN_MODULES = ("selectit.training", "selectit.evaluation.cli")
 
 
 def _json_arg(value: str):
