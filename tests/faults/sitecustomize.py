@@ -13,6 +13,18 @@ Only the first matching write of a run is hit (the mark makes it one-shot). See 
 import os
 import signal
 
+
+def _claim(mark: str, text: str) -> bool:
+    """Create the mark file if nobody has: exactly one of several processes running at once gets True."""
+    try:
+        fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return True
+
+
 _AT = os.environ.get("SELECTIT_TEST_CRASH_AT")
 _MARK = os.environ.get("SELECTIT_TEST_CRASH_MARK")
 _MODE = os.environ.get("SELECTIT_TEST_CRASH_MODE", "killall")
@@ -21,9 +33,7 @@ if _AT and _MARK:
     _real_replace = os.replace
 
     def _replace(src, dst, *args, **kwargs):
-        if _AT in os.fspath(dst) and not os.path.exists(_MARK):
-            with open(_MARK, "w") as f:
-                f.write(f"{os.getpid()} {os.fspath(dst)}\n")
+        if _AT in os.fspath(dst) and _claim(_MARK, f"{os.getpid()} {os.fspath(dst)}\n"):
             if _MODE == "exit137":
                 os._exit(137)
             os.killpg(os.getpgid(0), signal.SIGKILL)
@@ -61,10 +71,8 @@ if _SLOW and _SLOW_MARK:
 
             def exec_module(module):
                 real_exec(module)
-                if os.path.exists(_SLOW_MARK):
+                if not _claim(_SLOW_MARK, f"{os.getpid()}\n"):
                     return
-                with open(_SLOW_MARK, "w") as f:
-                    f.write(f"{os.getpid()}\n")
                 step = module.Trainer.training_step
 
                 def slow_step(self, *args, **kwargs):
