@@ -143,6 +143,19 @@ def _samples_file(tmp_path, n):
     return samples, path
 
 
+def _baseline_subset(tmp_path, samples_path, model_json, method, proportion, **score_paths):
+    """make_subset_from_files for a baseline method (ifd/judge) on hand-made score tables; returns the selected
+    ids and the paths of the subset files (alpaca, sharegpt, manifest)."""
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"fingerprint": "fp"}))
+    out = {k: tmp_path / f"subset.{k}.json" for k in ("alpaca", "sharegpt", "manifest")}
+    selected = make_subset_from_files(
+        method, proportion, samples_path, report, {}, {"tinya": model_json},
+        {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
+        out["alpaca"], out["sharegpt"], out["manifest"], **score_paths)
+    return selected, out
+
+
 def _ifd_shard_file(path, ids, ifd, meta=None):
     n = len(ids)
     table = pa.table({"id": pa.array(ids, pa.string()), "loss_conditioned": pa.array(ifd, pa.float64()),
@@ -185,13 +198,8 @@ def test_ifd_subset_and_manifest_counts(tmp_path, tiny_model_dir):
     ifd = _ifd_shard_file(tmp_path / "a.parquet", samples["id"].tolist(), [1.5, 0.9, 0.7, 1.0, 0.5, 0.2])
     merged = tmp_path / "ifd.parquet"
     merge_ifd_files([ifd], samples_path, merged)
-    report = tmp_path / "report.json"
-    report.write_text(json.dumps({"fingerprint": "fp"}))
-    out = {k: tmp_path / f"subset.{k}.json" for k in ("alpaca", "sharegpt", "manifest")}
-    selected = make_subset_from_files(
-        "ifd", 0.5, samples_path, report, {}, {"tinya": tiny_model_dir / "model.json"},
-        {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
-        out["alpaca"], out["sharegpt"], out["manifest"], ifd_path=merged)
+    model_json = tiny_model_dir / "model.json"
+    selected, out = _baseline_subset(tmp_path, samples_path, model_json, "ifd", 0.5, ifd_path=merged)
     assert selected == ["s1", "s2", "s4"]
     manifest = json.loads(out["manifest"].read_text())
     assert manifest["selected_ids"] == selected
@@ -199,14 +207,8 @@ def test_ifd_subset_and_manifest_counts(tmp_path, tiny_model_dir):
     assert manifest["ifd"]["n_ifd_at_least_1"] == 2 and manifest["ifd"]["n_selected_ifd_at_least_1"] == 0
     assert [r["id"] for r in json.loads(out["alpaca"].read_text())] == selected
     # the whole data: IFD >= 1 last, the ones just at 1 before the larger
-    selected = make_subset_from_files(
-        "ifd", 1.0, samples_path, report, {}, {"tinya": tiny_model_dir / "model.json"},
-        {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
-        out["alpaca"], out["sharegpt"], out["manifest"], ifd_path=merged)
+    selected, out = _baseline_subset(tmp_path, samples_path, model_json, "ifd", 1.0, ifd_path=merged)
     assert selected[-2:] == ["s3", "s0"]
     assert json.loads(out["manifest"].read_text())["ifd"]["n_selected_ifd_at_least_1"] == 2
     with pytest.raises(InputError, match="needs its merged score table"):
-        make_subset_from_files(
-            "ifd", 0.5, samples_path, report, {}, {"tinya": tiny_model_dir / "model.json"},
-            {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
-            out["alpaca"], out["sharegpt"], out["manifest"])
+        _baseline_subset(tmp_path, samples_path, model_json, "ifd", 0.5)

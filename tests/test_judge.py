@@ -21,9 +21,9 @@ from selectit.judge import (
     parse_score,
     score_prefix_and_ids,
 )
-from selectit.selection import judge_order, make_subset_from_files, parse_method, select_ids
+from selectit.selection import judge_order, parse_method, select_ids
 from tests.fake_openai import chat_server
-from tests.test_ifd import _samples_file
+from tests.test_ifd import _baseline_subset, _samples_file
 from tests.workflow_helpers import job_counts, snakemake, write_tiny_config
 
 
@@ -167,13 +167,8 @@ def test_judge_order_and_subset_manifest(tmp_path, tiny_model_dir):
                       "truncated": [False] * 6, "score_mass": [np.nan] * 6, "answer": [""] * 6}, schema=JUDGE_SCHEMA)
     write_parquet_atomic(shard, tmp_path / "s.parquet", {"type": "openai", "model": "m", "prompt_sha": "x"})
     merge_judge_files([tmp_path / "s.parquet"], samples_path, tmp_path / "judge.parquet")
-    report = tmp_path / "report.json"
-    report.write_text(json.dumps({"fingerprint": "fp"}))
-    out = {k: tmp_path / f"subset.{k}.json" for k in ("alpaca", "sharegpt", "manifest")}
-    selected = make_subset_from_files(
-        "judge", 0.5, samples_path, report, {}, {"tinya": tiny_model_dir / "model.json"},
-        {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
-        out["alpaca"], out["sharegpt"], out["manifest"], judge_path=tmp_path / "judge.parquet", judge_threshold=4.5)
+    selected, out = _baseline_subset(tmp_path, samples_path, tiny_model_dir / "model.json", "judge", 0.5,
+                                     judge_path=tmp_path / "judge.parquet", judge_threshold=4.5)
     assert selected == ["s1", "s4", "s0"]
     judge = json.loads(out["manifest"].read_text())["judge"]
     assert judge["threshold"] == 4.5 and judge["n_at_least_threshold"] == 2

@@ -45,6 +45,17 @@ def slurm(tmp_path_factory):
     subprocess.run(["bash", str(SLURM_SH), "stop"], env=env, capture_output=True)
 
 
+def resubmitted_resource(log: str, rule: str, resource: str, tmp_path: Path) -> tuple[set[str], str]:
+    """From Snakemake's output of a run in which exactly one job was resubmitted: the values of `resource` in
+    the submissions of `rule` before the resubmission, and its value in the resubmission. (The output also
+    holds the failed job's own log, so only the main process's "Trying to restart job" line splits it.)"""
+    (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
+    first, restarts, after = log.partition("Trying to restart job")
+    assert restarts and "Trying to restart job" not in after, "exactly one job should be resubmitted"
+    pattern = rf"rule {rule}:.*?resources:[^\n]*?{resource}=(\d+)"
+    return set(re.findall(pattern, first, flags=re.S)), re.search(pattern, after, flags=re.S)[1]
+
+
 def test_rating_jobs_run_through_slurm_with_a_gpu(slurm, completed_run, tmp_path):
     """Every rating job is its own Slurm job with a GPU; one of them dies as if out of memory (exit 137, by the
     fault injection of tests/faults) and is resubmitted with twice the memory; the outputs equal a local run's."""
@@ -61,12 +72,8 @@ def test_rating_jobs_run_through_slurm_with_a_gpu(slurm, completed_run, tmp_path
                      "prepare_model:mem_mb=3000", "prepare_data:mem_mb=2000", env=env, timeout=1500)
     assert mark.exists(), "the injected out-of-memory exit never happened"
     log = proc.stdout + proc.stderr
-    (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
-    first, restarts, after = log.partition("Trying to restart job")
-    assert restarts and "Trying to restart job" not in after, "exactly one job should be resubmitted"
-    mem = r"rule rate_shard:.*?resources:[^\n]*?mem_mb=(\d+)"
-    assert set(re.findall(mem, first, flags=re.S)) == {"1500"}
-    assert re.search(mem, after, flags=re.S)[1] == "3000"  # resubmitted with twice the memory
+    first, retry = resubmitted_resource(log, "rate_shard", "mem_mb", tmp_path)
+    assert first == {"1500"} and retry == "3000"  # resubmitted once, with twice the memory
     logs = sorted((workdir / "logs" / "rate_shard").rglob("*.log"))
     assert len(logs) == 8
     job_ids = set()
@@ -105,12 +112,8 @@ def test_training_over_its_time_limit_resumes_on_the_next_attempt(slurm, complet
                      "train_subset:cpus_per_gpu=1", "prepare_model:mem_mb=3000", env=env, timeout=1500)
     assert mark.exists(), "the slowed training never started"
     log = proc.stdout + proc.stderr
-    (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
-    first, restarts, after = log.partition("Trying to restart job")
-    assert restarts and "Trying to restart job" not in after, "the training job should be resubmitted once"
-    runtime = r"rule train_subset:.*?resources:[^\n]*?runtime=(\d+)"
-    assert set(re.findall(runtime, first, flags=re.S)) == {"1"}  # the first attempt: a 1-minute limit
-    assert re.search(runtime, after, flags=re.S)[1] == "20"  # resubmitted with the second attempt's limit
+    first, retry = resubmitted_resource(log, "train_subset", "runtime", tmp_path)
+    assert first == {"1"} and retry == "20"  # a 1-minute limit, then resubmitted with the second attempt's
     job_ids = sorted(set(re.findall(r"SLURM jobid (\d+)", log)))
     states = [subprocess.run(["scontrol", "show", "job", j], env=slurm, capture_output=True, text=True).stdout
               for j in job_ids]

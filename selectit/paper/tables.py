@@ -540,9 +540,6 @@ def latex_text(text: str) -> str:
     return out
 
 
-_atomic_write = write_text_atomic
-
-
 def to_markdown(frame: pd.DataFrame, title: str | None = None) -> str:
     caption = frame.attrs.get("caption", "")
     lines = [f"### {title}: {caption}" if title else f"### {caption}", ""]
@@ -566,9 +563,9 @@ def to_latex(frame: pd.DataFrame, label: str) -> str:
 
 def write_table(frame: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, title: str) -> None:
     """CSV (numbers, flattened columns), Markdown (caption, table, notes) and LaTeX (booktabs), atomically."""
-    _atomic_write(Path(csv), numeric_frame(frame).to_csv(index=False))
-    _atomic_write(Path(tex), to_latex(frame, Path(tex).stem))
-    _atomic_write(Path(md), to_markdown(frame, title))
+    write_text_atomic(Path(csv), numeric_frame(frame).to_csv(index=False))
+    write_text_atomic(Path(tex), to_latex(frame, Path(tex).stem))
+    write_text_atomic(Path(md), to_markdown(frame, title))
 
 
 def write_index(markdown_files: Mapping[str, str | Path], out: str | Path) -> None:
@@ -578,4 +575,4 @@ def write_index(markdown_files: Mapping[str, str | Path], out: str | Path) -> No
     parts += [f"[{title}]({Path(os.path.relpath(path, start)).as_posix()})\n" for title, path in markdown_files.items()]
     for path in markdown_files.values():
         parts.append(Path(path).read_text(encoding="utf-8"))
-    _atomic_write(Path(out), "\n".join(parts))
+    write_text_atomic(Path(out), "\n".join(parts))
