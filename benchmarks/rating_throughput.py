@@ -36,15 +36,17 @@ Variants (--variants, comma separated, each NAME:DTYPE, DTYPE one of fp32, fp16,
   released:DT      selectit.released.released_rate: batch size 1, full logits at every position, full-vocabulary
                    fp32 softmax at the last position (the released code's loop; see that module's docstring).
                    `released:own` is the dtype a released-code user gets here: fp16 on CUDA, fp32 on CPU.
-  ours-plain:DT    rate_shard without the prompt-prefix KV cache: length-sorted token-budget batches, left
+  ours-plain:DT    rate_shard without reusing the prompt prefix: length-sorted token-budget batches, left
                    padding, LM head on the last position only.
-  ours:DT          rate_shard as the pipeline runs it: prefix KV cache on, compile left to its default (auto:
-                   on for CPU or CUDA shards of >= 200k tokens, off for small runs; SELECTIT_COMPILE=1 or @compile=0/1 force it).
-  ours-compile:DT  as `ours`, with each decoder layer's MLP and norms run through torch.compile; the compile
-                   warm-up is timed separately (compile_seconds) and not counted in the throughput.
+  ours:DT          rate_shard as the pipeline runs it: the prompt prefix's keys and values computed once and
+                   reused, compile left to its default (auto: on where the work repays it, see
+                   selectit.rating.COMPILE_MIN_FLOPS: ~140k run tokens of a 135M model on a CPU, far more on a GPU;
+                   SELECTIT_COMPILE=1 or @compile=0/1 force it).
+  ours-compile:DT  as `ours`, with each decoder layer run through torch.compile; the compile warm-up is timed
+                   separately (compile_seconds) and not counted in the throughput.
   `ours` as DTYPE is our dtype: bf16 where the hardware runs it fast (selectit.models.default_dtype), else fp32.
   Options after @, joined by +, for trials in one process: tb=N (token budget), rows=N (max rows per batch),
-  attn=sdpa|eager, prefix=0|1, compile=0|1, threads=N (torch.set_num_threads for this variant only; the peaks
+  attn=sdpa|eager (eager: no prefix reuse), prefix=0|1, compile=0|1, threads=N (torch.set_num_threads for this variant only; the peaks
   stay measured at --threads); the released loop takes threads only. E.g. ours:bf16@tb=2048+attn=eager.
   A variant named twice is run twice (labels get #2), which shows the drift of a shared machine.
 Default: released:own,released:ours,ours-plain:ours,ours:ours.

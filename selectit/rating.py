@@ -145,22 +145,95 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-COMPILE_MIN_TOKENS = 200_000  # auto compile: ~100 s of eager rating of a 135M model on 2 CPU cores, ~1 s on an H200
+# Auto compile: the work, 2 x (non-embedding parameters) x tokens run (a reused prefix left out), from which compiling
+# is repaid. CPU: 3e13 is ~140k run tokens of SmolLM2-135M, ~60 s of eager rating on 2 AMX cores, where compiling
+# costs ~8 s and saves ~27 % (benchmarks/measured/rating_cpu.json). CUDA: 1e16 is ~50 s of eager work on an H100
+# (a 7B model on ~700k tokens); an H200 rates a 240k-token shard of a 270M model in under a second, where a cold
+# compile (~9 s) would only cost.
+COMPILE_MIN_FLOPS = {"cpu": 3e13, "cuda": 1e16}
+
+
+def _work_flops(model: Any, tokens: int) -> float:
+    """2 x the parameters outside the input embedding x tokens: the matmul work of running `tokens` tokens."""
+    params = sum(p.numel() for p in model.parameters())
+    try:
+        params -= model.get_input_embeddings().weight.numel()
+    except AttributeError:
+        pass
+    return 2.0 * params * tokens
+
+
+PREFIX_ATTENTION = "selectit_prefix"  # the attention implementation the rater switches an SDPA model to
+
+
+def _register_prefix_attention() -> None:
+    """Register PREFIX_ATTENTION with transformers: SDPA attention that puts a module's cached prompt-prefix keys
+    and values (``module._selectit_prefix``) in front of the batch's own, and, while ``module._selectit_capture``
+    is a list, appends the keys and values it sees to it (how the prefix pass records them). With neither set it is
+    plain SDPA. Masks are built as for SDPA."""
+    import torch
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    if PREFIX_ATTENTION in AttentionInterface._global_mapping:
+        return
+
+    def prefix_attention(module, query, key, value, attention_mask, **kwargs):
+        capture = getattr(module, "_selectit_capture", None)
+        if capture is not None:
+            capture.append((key, value))
+        prefix = getattr(module, "_selectit_prefix", None)
+        if prefix is not None:
+            batch = key.shape[0]
+            key = torch.cat([prefix[0].expand(batch, -1, -1, -1), key], dim=2)
+            value = torch.cat([prefix[1].expand(batch, -1, -1, -1), value], dim=2)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register(PREFIX_ATTENTION, prefix_attention)
+    AttentionMaskInterface.register(PREFIX_ATTENTION, sdpa_mask)
+
+
+def _attention_modules(model: Any) -> list[Any]:
+    """Each decoder layer's self-attention module, or [] where the model is not laid out that way."""
+    try:
+        layers = model.get_decoder().layers
+    except AttributeError:
+        return []
+    modules = [getattr(layer, "self_attn", None) for layer in layers]
+    return modules if modules and all(m is not None for m in modules) else []
+
+
+def _use_prefix_attention(model: Any) -> str | None:
+    """Switch an SDPA model to PREFIX_ATTENTION (same results while no prefix is set); None if done, else why not."""
+    config = getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    if impl == PREFIX_ATTENTION:
+        return None
+    if impl != "sdpa":
+        return f"attention implementation {impl!r} (prefix reuse needs 'sdpa')"
+    if not _attention_modules(model):
+        return "no decoder layers with a self_attn module"
+    _register_prefix_attention()
+    model.set_attn_implementation(PREFIX_ATTENTION)
+    return None
 
 
 class Rater:
     """Rates encoded rows with one model: last-position score-token logits and score mass.
 
-    ``prefix_ids``: token ids every row is expected to start with (the rating-prompt head). Its KV cache is
-    computed once and reused for the rows whose token ids start with exactly these ids; the other rows (a BPE
-    merge across the boundary, or a row longer than a sliding attention window) run in full. The reuse gives the
-    same logits as running the row in full, up to floating-point rounding.
-    ``compile``: run each decoder layer's MLP and norms through ``torch.compile`` (fuses their elementwise work;
-    +25% rows/s for SmolLM2 on a 2-core AMX CPU, for a 4-15 s compile). None (default): the ``SELECTIT_COMPILE``
-    environment variable if set (1/0), else on for work of at least ``COMPILE_MIN_TOKENS`` tokens, where the
-    saving outweighs the compile, and off otherwise (on an H200 with Gemma-3-270M, compile gave +40-75 % rows/s
-    for a ~9 s first compile; benchmarks/gpu_check.sh). If compiling fails (no C++ compiler,
-    say) the rater warns and goes on without it.
+    ``prefix_ids``: token ids every row is expected to start with (the rating-prompt head). Its keys and values are
+    computed once, in one forward pass, and put in front of the rest of every row whose token ids start with
+    exactly these ids, so only the rest runs through the model; the other rows (a BPE merge across the boundary,
+    or a row longer than a sliding attention window) run in full. It gives the same logits as running the row in
+    full, up to floating-point rounding. It needs SDPA attention (how ``load_prepared`` loads models): the rater
+    switches the model to ``PREFIX_ATTENTION``, which is SDPA with the prefix put in front; with another attention
+    implementation every row runs in full (``stats.extra["prefix_unavailable"]`` says why).
+    ``compile``: run each decoder layer through ``torch.compile`` (fuses the norms, rotary embedding, MLP
+    activation and residual adds around the matmuls: +30-55 % tokens/s on a 2-core AMX CPU, for a ~8 s compile).
+    None (default): the ``SELECTIT_COMPILE`` environment variable if set (1/0), else on where the work is at least
+    ``COMPILE_MIN_FLOPS`` of the device type, so the saving outweighs the compile, and off otherwise. If compiling fails
+    (no C++ compiler, say) the rater warns and goes on without it.
     """
 
     def __init__(self, model: Any, tokenizer: Any, k: int, model_name: str = "model",
@@ -175,9 +248,14 @@ class Rater:
         self.device = next(model.parameters()).device
         self.stats = RatingStats()
         self.prefix = [int(t) for t in prefix_ids] if prefix_ids else []
+        if self.prefix:
+            why_not = _use_prefix_attention(model)
+            if why_not:
+                self.stats.extra["prefix_unavailable"] = why_not
+                self.prefix = []
+        self._attention = _attention_modules(model) if self.prefix else []
         self._prefix_kv: list[tuple[Any, Any]] | None = None
-        self._prefix_rows: set[int] = set()  # id() of the rows that reuse the prefix cache
-        self._cache_kwarg = _cache_kwarg(model)
+        self._prefix_rows: set[int] = set()  # id() of the rows that reuse the prefix
         window = getattr(getattr(model, "config", None), "sliding_window", None)
         self._window = int(window) if isinstance(window, int) and window > 0 else None
         env = os.environ.get("SELECTIT_COMPILE")
@@ -185,34 +263,39 @@ class Rater:
         self.compiled = False
 
     def uses_prefix(self, row: EncodedRow) -> bool:
-        """Whether a row can reuse the prefix cache: its ids start with exactly the prefix ids, at least one
-        token follows, and (sliding-window models) prefix + row fit in the window, where padding between the
-        prefix and the row could otherwise push real tokens out of it."""
+        """Whether a row can reuse the prefix: its ids start with exactly the prefix ids, at least one token
+        follows, and (sliding-window models) prefix + row fit in the window, where padding between the prefix and
+        the row could otherwise push real tokens out of it."""
         n = len(self.prefix)
         ids = row.input_ids
         if not n or len(ids) <= n or ids[:n] != self.prefix:
             return False
         return self._window is None or len(ids) < self._window
 
-    def _prefix_cache(self, batch: int) -> Any:
-        """A fresh KV cache holding the prefix, repeated over the batch (the forward pass appends to it)."""
+    def _compute_prefix(self) -> None:
+        """One eager forward pass of the prefix alone, recording every layer's keys and values (after the rotary
+        embedding, before any repeat for grouped-query attention)."""
         import torch
-        from transformers import DynamicCache
 
-        if self._prefix_kv is None:
-            ids = torch.tensor([self.prefix], dtype=torch.long, device=self.device)
-            with torch.inference_mode():
-                out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-            cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
-            self._prefix_kv = [(layer.keys, layer.values) for layer in cache.layers] if hasattr(cache, "layers") \
-                else [(k, v) for k, v, *_ in cache]
+        self._set_prefix(None)
+        for module in self._attention:
+            module._selectit_capture = []
+        ids = torch.tensor([self.prefix], dtype=torch.long, device=self.device)
         try:
-            cache = DynamicCache(config=self.model.config)
-        except TypeError:  # older transformers
-            cache = DynamicCache()
-        for i, (k, v) in enumerate(self._prefix_kv):
-            cache.update(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1), i)
-        return cache
+            with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
+                self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+            captured = [module._selectit_capture for module in self._attention]
+        finally:
+            for module in self._attention:
+                module._selectit_capture = None
+        if any(len(c) != 1 for c in captured):
+            raise RuntimeError(f"model {self.model_name!r}: the prefix pass did not go through {PREFIX_ATTENTION} "
+                               "once per layer")
+        self._prefix_kv = [c[0] for c in captured]
+
+    def _set_prefix(self, kv: list[tuple[Any, Any]] | None) -> None:
+        for i, module in enumerate(self._attention):
+            module._selectit_prefix = kv[i] if kv is not None else None
 
     def _forward(self, rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray]:
         import torch
@@ -221,35 +304,44 @@ class Rater:
         skip = len(self.prefix) if use_prefix else 0
         width = max(len(r.input_ids) for r in rows) - skip
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
         for b, r in enumerate(rows):  # left padding: the last position is every row's last token
             n = len(r.input_ids) - skip
             ids[b, width - n:] = torch.tensor(r.input_ids[skip:])
-            mask[b, width - n:] = 1
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + skip
-        kwargs: dict[str, Any] = {}
+            mask[b, width - n:] = True
+        positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0) + skip
         if use_prefix:
-            # [prefix | padding | row]: the padding is masked out, positions continue after the prefix
-            mask = torch.cat([torch.ones((len(rows), skip), dtype=torch.long), mask], dim=1)
-            kwargs[self._cache_kwarg] = self._prefix_cache(len(rows))
+            if self._prefix_kv is None:
+                self._compute_prefix()
+            # keys [prefix | padding | row]: every query sees the whole prefix, then its own row causally; the
+            # padding is masked out and positions continue after the prefix
+            causal = torch.ones((width, width), dtype=torch.bool).tril()
+            mask = torch.cat([torch.ones((len(rows), width, skip), dtype=torch.bool),
+                              causal[None] & mask[:, None, :]], dim=2)[:, None]
+        self._set_prefix(self._prefix_kv if use_prefix else None)
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
-        with torch.inference_mode():
-            # logits_to_keep=1: the LM head runs on the last position only (B x V, never B x T x V)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             logits_to_keep=1, use_cache=False, **kwargs)
-            logits = out.logits[:, -1, :].float()
-            log_probs = torch.log_softmax(logits, dim=-1)
-            score_ids = torch.tensor(self.score_ids, device=logits.device)
-            score_logits = logits.index_select(1, score_ids)
-            mass = log_probs.index_select(1, score_ids).exp().sum(dim=1)
+        try:
+            with torch.inference_mode():
+                # logits_to_keep=1: the LM head runs on the last position only (B x V, never B x T x V)
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 logits_to_keep=1, use_cache=False)
+                logits = out.logits[:, -1, :].float()
+                log_probs = torch.log_softmax(logits, dim=-1)
+                score_ids = torch.tensor(self.score_ids, device=logits.device)
+                score_logits = logits.index_select(1, score_ids)
+                mass = log_probs.index_select(1, score_ids).exp().sum(dim=1)
+        finally:
+            self._set_prefix(None)
         self.stats.padded_tokens += width * len(rows)
         self.stats.computed_tokens += sum(len(r.input_ids) - skip for r in rows)
         return score_logits.cpu().numpy(), mass.cpu().numpy()
 
-    def _set_compile(self, rows: list[EncodedRow]) -> None:
+    def _set_compile(self, tokens: int) -> None:
+        """Compile or not, for a call that runs `tokens` tokens through the model (the reused prefix left out)."""
         want = self.compile
         if want is None:  # auto: work large enough to repay the compile
-            want = self.device.type in ("cpu", "cuda") and sum(len(r.input_ids) for r in rows) >= COMPILE_MIN_TOKENS
+            least = COMPILE_MIN_FLOPS.get(self.device.type)
+            want = least is not None and _work_flops(self.model, tokens) >= least
         self.compiled = _compile_layers(self.model) if want else _uncompile_layers(self.model)
 
     def _rate_batch(self, rows: list[EncodedRow]) -> Iterator[tuple[EncodedRow, np.ndarray, float]]:
@@ -295,7 +387,8 @@ class Rater:
             batches += [[group[j] for j in batch] for batch in planned]
         self.stats.extra["prefix_rows"] = self.stats.extra.get("prefix_rows", 0) + len(with_prefix)
         self.stats.extra["prefix_tokens"] = skip
-        self._set_compile(rows)
+        self._set_compile(sum(len(rows[i].input_ids) for i in without)
+                          + sum(len(rows[i].input_ids) - skip for i in with_prefix))
         start = time.perf_counter()
         bar = tqdm(total=len(rows), unit="row", disable=not self.progress, mininterval=2.0,
                    desc=f"rate {self.model_name}")
@@ -322,21 +415,10 @@ class Rater:
         return out_logits, out_mass
 
 
-def _cache_kwarg(model: Any) -> str:
-    """Name of the forward argument that takes a KV cache ("cache" in transformers >= 5.2x, else "past_key_values")."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _compile_layers(model: Any) -> bool:
-    """torch.compile (dynamic shapes) the parts of each decoder layer that do not touch the KV cache: the MLP and
-    the norms, which fuses their elementwise work. Attention stays eager: compiling a whole layer specialises on
-    the cache object per layer (a recompile per layer), and compiling the whole model costs minutes per process.
+    """torch.compile (dynamic shapes) each decoder layer whole and the final norm, which fuses the elementwise work
+    around the matmuls (norms, rotary embedding, activation, residual adds, the prefix concatenation). The rater
+    passes no KV cache object (the prefix goes in through ``PREFIX_ATTENTION``), so a layer traces without one.
     Layers of one type share a compiled graph, so this compiles in seconds."""
     if getattr(model, "_selectit_compiled", False):
         return True
@@ -346,13 +428,7 @@ def _compile_layers(model: Any) -> bool:
     except AttributeError:
         return False
     for layer in layers:
-        for name, child in layer.named_children():
-            if name == "self_attn":
-                for sub_name, sub in child.named_children():
-                    if "norm" in sub_name:  # q/k norms (Gemma-3, Qwen-3)
-                        sub.compile(dynamic=True)
-            else:
-                child.compile(dynamic=True)
+        layer.compile(dynamic=True)
     if hasattr(decoder, "norm"):
         decoder.norm.compile(dynamic=True)
     model._selectit_compiled = True

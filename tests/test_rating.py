@@ -96,6 +96,91 @@ def test_batched_equals_one_by_one_on_tiny_model(tiny_model_dir):
     assert ((mass > 0) & (mass < 1)).all()
 
 
+def _tiny_gemma3(tokenizer_dir, out, sliding_window=80):
+    """A tiny random-weight Gemma-3 text model (q/k norms, query scaling, sliding and full attention layers)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _logits(table):
+    return np.stack(table.column("logits").to_pylist())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_prefix_reuse_equals_rating_rows_in_full(arch, tiny_model_dir, smollm2_tokenizer_dir, tmp_path):
+    """The prompt head's keys and values, computed once and put in front of each row, give the logits of running
+    every row in full; on Gemma-3 rows longer than the sliding window run in full."""
+    import torch
+
+    from selectit.models import load_prepared
+
+    folder = tiny_model_dir if arch == "llama" else _tiny_gemma3(smollm2_tokenizer_dir, tmp_path / "gemma3")
+    model, tok = load_prepared(folder, dtype=torch.float32)
+    shard = _shard()
+    full, full_stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
+    reused, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", token_budget=300, progress=False)
+    assert full_stats["prefix_rows"] == 0 and full_stats["computed_tokens"] == full_stats["tokens"]
+    lengths = reused.column("n_tokens").to_pylist()
+    expected = sum(n < 80 for n in lengths) if arch == "gemma3" else len(shard)
+    assert 0 < stats["prefix_rows"] == expected, (lengths, stats)
+    if arch == "gemma3":
+        assert expected < len(shard)  # some rows are longer than the window
+    assert stats["computed_tokens"] < stats["tokens"] and stats["batches"] > 1
+    np.testing.assert_allclose(_logits(reused), _logits(full), atol=1e-4)
+    np.testing.assert_allclose(reused.column("score_mass").to_pylist(), full.column("score_mass").to_pylist(),
+                               atol=1e-5)
+
+
+def test_prefix_reuse_needs_sdpa(tiny_model_dir):
+    """With another attention implementation the rater says why it cannot reuse the prefix and rates rows in full."""
+    import torch
+
+    from selectit.models import load_prepared
+
+    model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
+    full, _ = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
+    model.set_attn_implementation("eager")
+    table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
+    assert stats["prefix_rows"] == 0 and "'eager'" in stats["prefix_unavailable"]
+    np.testing.assert_allclose(_logits(table), _logits(full), atol=1e-4)
+
+
+def test_compiled_layers_equal_eager(tiny_model_dir, monkeypatch):
+    """torch.compile of whole decoder layers, with and without the prefix, gives the eager logits; left to itself
+    (compile=None) the rater compiles only where the work reaches COMPILE_MIN_FLOPS."""
+    import torch
+
+    import selectit.rating as rating
+    from selectit.models import load_prepared
+
+    model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
+    shard = _shard()
+    monkeypatch.delenv("SELECTIT_COMPILE", raising=False)
+    monkeypatch.setitem(rating.COMPILE_MIN_FLOPS, "cpu", 1e30)
+    eager, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", progress=False)
+    assert stats["compiled"] is False
+    monkeypatch.setitem(rating.COMPILE_MIN_FLOPS, "cpu", 1.0)
+    try:
+        for prefix in (True, False):
+            compiled, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=prefix,
+                                         progress=False)
+            assert stats["compiled"] is True
+            np.testing.assert_allclose(_logits(compiled), _logits(eager), atol=1e-4)
+    finally:
+        rating._uncompile_layers(model)
+
+
 def test_rate_shard_file_is_atomic_and_complete(tiny_model_dir, tmp_path):
     shard = _shard()
     shard[["id", "instruction", "response"]].to_parquet(tmp_path / "shard.parquet")
