@@ -34,7 +34,7 @@ TOKEN_BUDGET=${TOKEN_BUDGET:-65536}
 MAX_ROWS=${MAX_ROWS:-1024}
 LIMIT_S=${LIMIT_S:-270}
 MATMUL_SIZE=${MATMUL_SIZE:-8192}
-VARIANTS=${VARIANTS:-released:own,released:ours,ours-plain:ours,ours:ours,ours:ours@tb=16384+rows=256,ours-compile:ours}
+VARIANTS=${VARIANTS:-released:own,released:ours,ours:ours,ours-compile:ours,ours-compile:ours@tb=131072+rows=2048,ours-plain:ours@tb=131072+rows=2048+compile=1}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
 
 {
