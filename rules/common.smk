@@ -148,12 +148,22 @@ def base_model(base):
     return BASES[base].get("rater", base)
 
 
+def base_model_spec(base):
+    """A training base's model spec (what prepare_model builds), without its training settings."""
+    return {k: v for k, v in BASES[base].items() if k != "settings"}
+
+
+def base_settings(base):
+    """Training settings of one base: training.settings, then the base's own `settings` over them."""
+    return {**TRAINING["settings"], **(BASES[base].get("settings") or {})}
+
+
 for _base, _spec in BASES.items():
     if "rater" in _spec and _spec["rater"] not in MODELS:
         raise InputError(
             f"training base {_base!r} names rater {_spec['rater']!r}, which is not in models"
         )
-    if "rater" not in _spec and _base in MODELS and _spec != MODELS[_base]:
+    if "rater" not in _spec and _base in MODELS and base_model_spec(_base) != MODELS[_base]:
         raise InputError(
             f"training base {_base!r} has the name of a rater but another spec; use `{_base}: {{rater: {_base}}}`"
         )
@@ -162,7 +172,7 @@ for _benchmark, _settings in EVALUATION["settings"].items():
 
 # Every model prepare_model can build: the raters and the bases that give their own spec.
 MODEL_SPECS = {
-    **{b: spec for b, spec in BASES.items() if "rater" not in spec},
+    **{b: base_model_spec(b) for b, spec in BASES.items() if "rater" not in spec},
     **MODELS,
 }
 _judge = (EVALUATION["settings"].get("alpaca_eval") or {}).get("judge") or {}
@@ -190,7 +200,7 @@ def training_subset(wildcards):
 
 
 def deepspeed_config(wildcards):
-    path = TRAINING["settings"].get("deepspeed")
+    path = base_settings(wildcards.base).get("deepspeed")
     return [path] if path else []
 
 

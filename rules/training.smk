@@ -21,7 +21,7 @@ rule train_subset:
         mem_mb=16000,
         runtime=240,
     params:
-        settings=TRAINING["settings"],
+        settings=lambda w: base_settings(w.base),
         nproc=TRAINING["nproc"],
         seed=lambda w: int(w.seed),
     script:

@@ -44,8 +44,9 @@ def present_benchmarks() -> list[str]:
 BENCHES = present_benchmarks()
 
 
-def train_eval_config(workdir, models, base_path, methods=("selectit",), **edits):
-    training = {"bases": {"tinyc": {"hf": str(base_path)}}, "methods": list(methods), "proportions": [0.25],
+def train_eval_config(workdir, models, base_path, methods=("selectit",), base_settings=None, **edits):
+    base = {"hf": str(base_path), **({"settings": base_settings} if base_settings is not None else {})}
+    training = {"bases": {"tinyc": base}, "methods": list(methods), "proportions": [0.25],
                 "seeds": [0], "nproc": 1, "threads": 1, "settings": {**TRAINING_SETTINGS, **edits.pop("training", {})}}
     settings = {b: {**EVAL_SETTINGS[b], **edits.pop(b, {})} for b in BENCHES}
     evaluation = {"benchmarks": BENCHES, "data_dir": str(REPO / "data/default/eval"), "threads": 1,
@@ -101,6 +102,12 @@ def test_eval_edit_reruns_only_that_benchmark(trained_run, tiny_models):
     assert job_counts(workdir) == {"evaluate": 1, "all": 1}
     train_eval_config(workdir, models, tiny_models["tinyc"], training={"learning_rate": 1e-4})
     assert job_counts(workdir) == {"train_subset": 1, "evaluate": len(BENCHES), "all": 1}
+    # a base's own settings: a value equal to training.settings changes nothing; another one retrains that
+    # base (the model itself is not prepared again)
+    train_eval_config(workdir, models, tiny_models["tinyc"], base_settings={"epochs": TRAINING_SETTINGS["epochs"]})
+    assert job_counts(workdir) == {}
+    train_eval_config(workdir, models, tiny_models["tinyc"], base_settings={"epochs": 2})
+    assert job_counts(workdir) == {"train_subset": 1, "evaluate": len(BENCHES), "all": 1}
     train_eval_config(workdir, models, tiny_models["tinyc"])
     assert job_counts(workdir) == {}
 
@@ -131,6 +138,7 @@ def test_base_naming_a_rater_and_bad_configs(completed_run, tmp_path):
         ({"bases": {"b": {"rater": "nope"}}}, {}, "names rater 'nope'"),
         ({"bases": {"tinya": {"hf": "/elsewhere"}}}, {}, "has the name of a rater"),
         ({"bases": {"b": {"rater": "tinya"}}}, {"settings": {BENCHES[0]: {"no_such_key": 1}}}, "no_such_key"),
+        ({"bases": {"b": {"rater": "tinya", "settings": {"epochz": 1}}}}, {}, "epochz"),
     ]:
         write_tiny_config(workdir, models, training=training, evaluation={**evaluation, **evaluation_edit})
         proc = snakemake(workdir, "-n", check=False)
