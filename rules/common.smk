@@ -163,7 +163,11 @@ for _base, _spec in BASES.items():
         raise InputError(
             f"training base {_base!r} names rater {_spec['rater']!r}, which is not in models"
         )
-    if "rater" not in _spec and _base in MODELS and base_model_spec(_base) != MODELS[_base]:
+    if (
+        "rater" not in _spec
+        and _base in MODELS
+        and base_model_spec(_base) != MODELS[_base]
+    ):
         raise InputError(
             f"training base {_base!r} has the name of a rater but another spec; use `{_base}: {{rater: {_base}}}`"
         )
