@@ -248,13 +248,13 @@ class Rater:
         self.device = next(model.parameters()).device
         self.stats = RatingStats()
         self.prefix = [int(t) for t in prefix_ids] if prefix_ids else []
+        self._attention: list[Any] = []
+        self._prefix_kv: list[tuple[Any, Any]] | None = None
         if self.prefix:
-            why_not = _use_prefix_attention(model)
+            why_not = _use_prefix_attention(model) or self._compute_prefix()
             if why_not:
                 self.stats.extra["prefix_unavailable"] = why_not
-                self.prefix = []
-        self._attention = _attention_modules(model) if self.prefix else []
-        self._prefix_kv: list[tuple[Any, Any]] | None = None
+                self.prefix, self._attention = [], []
         self._prefix_rows: set[int] = set()  # id() of the rows that reuse the prefix
         window = getattr(getattr(model, "config", None), "sliding_window", None)
         self._window = int(window) if isinstance(window, int) and window > 0 else None
@@ -272,11 +272,12 @@ class Rater:
             return False
         return self._window is None or len(ids) < self._window
 
-    def _compute_prefix(self) -> None:
+    def _compute_prefix(self) -> str | None:
         """One eager forward pass of the prefix alone, recording every layer's keys and values (after the rotary
-        embedding, before any repeat for grouped-query attention)."""
+        embedding, before any repeat for grouped-query attention). None if done, else why not."""
         import torch
 
+        self._attention = _attention_modules(self.model)
         self._set_prefix(None)
         for module in self._attention:
             module._selectit_capture = []
@@ -289,9 +290,9 @@ class Rater:
             for module in self._attention:
                 module._selectit_capture = None
         if any(len(c) != 1 for c in captured):
-            raise RuntimeError(f"model {self.model_name!r}: the prefix pass did not go through {PREFIX_ATTENTION} "
-                               "once per layer")
+            return f"the prefix pass did not go through {PREFIX_ATTENTION} once in every decoder layer"
         self._prefix_kv = [c[0] for c in captured]
+        return None
 
     def _set_prefix(self, kv: list[tuple[Any, Any]] | None) -> None:
         for i, module in enumerate(self._attention):
@@ -311,8 +312,6 @@ class Rater:
             mask[b, width - n:] = True
         positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0) + skip
         if use_prefix:
-            if self._prefix_kv is None:
-                self._compute_prefix()
             # keys [prefix | padding | row]: every query sees the whole prefix, then its own row causally; the
             # padding is masked out and positions continue after the prefix
             causal = torch.ones((width, width), dtype=torch.bool).tril()

@@ -142,14 +142,22 @@ def test_prefix_reuse_equals_rating_rows_in_full(arch, tiny_model_dir, smollm2_t
                                atol=1e-5)
 
 
-def test_prefix_reuse_needs_sdpa(tiny_model_dir):
-    """With another attention implementation the rater says why it cannot reuse the prefix and rates rows in full."""
+def test_prefix_reuse_needs_sdpa(tiny_model_dir, monkeypatch):
+    """With another attention implementation, or layers whose attention bypasses the registered function, the
+    rater says why it cannot reuse the prefix and rates rows in full."""
     import torch
 
+    import selectit.rating as rating
     from selectit.models import load_prepared
 
     model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
     full, _ = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
+    real_modules = rating._attention_modules
+    monkeypatch.setattr(rating, "_attention_modules", lambda m: real_modules(m) + [torch.nn.Identity()])
+    table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
+    assert stats["prefix_rows"] == 0 and "did not go through" in stats["prefix_unavailable"]
+    np.testing.assert_allclose(_logits(table), _logits(full), atol=1e-4)
+    monkeypatch.undo()
     model.set_attn_implementation("eager")
     table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
     assert stats["prefix_rows"] == 0 and "'eager'" in stats["prefix_unavailable"]
