@@ -253,6 +253,10 @@ class Rater:
         if self.prefix:
             why_not = _use_prefix_attention(model) or self._compute_prefix()
             if why_not:
+                import warnings
+
+                warnings.warn(f"model {model_name!r}: rating every row in full, without reusing the prompt prefix: "
+                              f"{why_not}", RuntimeWarning, stacklevel=2)
                 self.stats.extra["prefix_unavailable"] = why_not
                 self.prefix, self._attention = [], []
         self._prefix_rows: set[int] = set()  # id() of the rows that reuse the prefix

@@ -154,7 +154,8 @@ def test_prefix_reuse_needs_sdpa(tiny_model_dir, monkeypatch):
     full, _ = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
     real_modules = rating._attention_modules
     monkeypatch.setattr(rating, "_attention_modules", lambda m: real_modules(m) + [torch.nn.Identity()])
-    table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
+    with pytest.warns(RuntimeWarning, match="without reusing the prompt prefix"):
+        table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
     assert stats["prefix_rows"] == 0 and "did not go through" in stats["prefix_unavailable"]
     np.testing.assert_allclose(_logits(table), _logits(full), atol=1e-4)
     monkeypatch.undo()
