@@ -470,7 +470,8 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
     """Rate every sample of a shard under one prompt; rows keep the shard's order.
 
     prefix_cache: compute the keys and values of the rating-prompt head (``prompt_head``) once and reuse them for
-    every row whose tokens start with exactly the head's tokens (see ``Rater``). compile: see ``Rater``. max_rows: most rows in one batch."""
+    every row whose tokens start with exactly the head's tokens (see ``Rater``). compile: see ``Rater``.
+    max_rows: most rows in one batch."""
     start = time.perf_counter()
     pairs = list(zip(shard["instruction"], shard["response"]))
     # one batched call (a fast tokenizer encodes the list in parallel, with the same ids as one by one);
