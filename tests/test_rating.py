@@ -234,7 +234,8 @@ def test_oom_batch_is_split_not_dropped(tiny_model_dir, monkeypatch):
 
 
 def test_real_smollm2_batched_equals_bs1(smollm2_model_dir):
-    """~20 real records with the real model: batched logits equal rating each row alone within 1e-3 (fp32)."""
+    """~20 real records with the real model: batched logits equal rating each row alone, and rating every row in
+    full without the reused prefix, within 1e-3 (fp32)."""
     import json
     from pathlib import Path
 
@@ -245,8 +246,11 @@ def test_real_smollm2_batched_equals_bs1(smollm2_model_dir):
     recs = json.loads((Path(__file__).resolve().parents[1] / "data/default/instructions.json").read_text())[:20]
     table, _ = normalise(recs, "instructions.json")
     model, tok = load_prepared(smollm2_model_dir, dtype=torch.float32)
-    batched, _ = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", token_budget=8192, progress=False)
+    batched, reused = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", token_budget=8192, progress=False)
     single, _ = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", token_budget=1, progress=False)
+    full, stats = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", prefix_cache=False, progress=False)
     a, b = np.stack(batched.column("logits").to_pylist()), np.stack(single.column("logits").to_pylist())
     assert np.abs(a - b).max() < 1e-3
+    assert reused["prefix_rows"] == len(table) and stats["prefix_rows"] == 0  # reused vs every row in full
+    assert np.abs(a - _logits(full)).max() < 1e-3
     assert pd.Series(batched.column("score_mass").to_pylist()).between(0, 1).all()
