@@ -147,9 +147,9 @@ def _is_oom(exc: BaseException) -> bool:
 
 # Auto compile: the work, 2 x (non-embedding parameters) x tokens run (a reused prefix left out), from which compiling
 # is repaid. CPU: 3e13 is ~140k run tokens of SmolLM2-135M, ~60 s of eager rating on 2 AMX cores, where compiling
-# costs ~8 s and saves ~27 % (benchmarks/measured/rating_cpu.json). CUDA: 1e16 is ~50 s of eager work on an H100
-# (a 7B model on ~700k tokens); an H200 rates a 240k-token shard of a 270M model in under a second, where a cold
-# compile (~9 s) would only cost.
+# costs 7-17 s (2-6 s for Gemma-3) and saves ~25 % (benchmarks/measured/rating_cpu*.json). CUDA: 1e16 is ~50 s of
+# eager work on an H100 (a 7B model on ~700k tokens); an H200 rates a 240k-token shard of a 270M model in under a
+# second, where a cold compile (~9 s) would only cost.
 COMPILE_MIN_FLOPS = {"cpu": 3e13, "cuda": 1e16}
 
 
@@ -230,7 +230,7 @@ class Rater:
     switches the model to ``PREFIX_ATTENTION``, which is SDPA with the prefix put in front; with another attention
     implementation every row runs in full (``stats.extra["prefix_unavailable"]`` says why).
     ``compile``: run each decoder layer through ``torch.compile`` (fuses the norms, rotary embedding, MLP
-    activation and residual adds around the matmuls: +30-55 % tokens/s on a 2-core AMX CPU, for a ~8 s compile).
+    activation and residual adds around the matmuls: +33-54 % tokens/s on a 2-core AMX CPU, for a 2-17 s compile).
     None (default): the ``SELECTIT_COMPILE`` environment variable if set (1/0), else on where the work is at least
     ``COMPILE_MIN_FLOPS`` of the device type, so the saving outweighs the compile, and off otherwise. If compiling fails
     (no C++ compiler, say) the rater warns and goes on without it.
