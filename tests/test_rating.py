@@ -79,6 +79,10 @@ def _shard(n=12, long_every=4):
     return table
 
 
+def _logits(table):
+    return np.stack(table.column("logits").to_pylist())
+
+
 def test_batched_equals_one_by_one_on_tiny_model(tiny_model_dir):
     import torch
 
@@ -88,7 +92,7 @@ def test_batched_equals_one_by_one_on_tiny_model(tiny_model_dir):
     shard = _shard()
     batched, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", token_budget=4096, progress=False)
     single, _ = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", token_budget=1, progress=False)
-    a, b = np.stack(batched.column("logits").to_pylist()), np.stack(single.column("logits").to_pylist())
+    a, b = _logits(batched), _logits(single)
     assert stats["batches"] < len(shard)
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert batched.column("id").to_pylist() == shard["id"].tolist()
@@ -111,10 +115,6 @@ def _tiny_gemma3(tokenizer_dir, out, sliding_window=80):
     Gemma3ForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
-
-def _logits(table):
-    return np.stack(table.column("logits").to_pylist())
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
@@ -230,7 +230,7 @@ def test_oom_batch_is_split_not_dropped(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(Rater, "_forward", fail_big)
     table, stats = rate_shard(_shard(), PROMPT, model, tok, 5, 512, "tiny", token_budget=100000, progress=False)
     assert table.num_rows == 12 and stats["oom_splits"] > 0
-    assert np.isfinite(np.stack(table.column("logits").to_pylist())).all()
+    assert np.isfinite(_logits(table)).all()
 
 
 def test_real_smollm2_batched_equals_bs1(smollm2_model_dir):
@@ -249,7 +249,7 @@ def test_real_smollm2_batched_equals_bs1(smollm2_model_dir):
     batched, reused = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", token_budget=8192, progress=False)
     single, _ = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", token_budget=1, progress=False)
     full, stats = rate_shard(table, PROMPT, model, tok, 5, 1024, "smollm2", prefix_cache=False, progress=False)
-    a, b = np.stack(batched.column("logits").to_pylist()), np.stack(single.column("logits").to_pylist())
+    a, b = _logits(batched), _logits(single)
     assert np.abs(a - b).max() < 1e-3
     assert reused["prefix_rows"] == len(table) and stats["prefix_rows"] == 0  # reused vs every row in full
     assert np.abs(a - _logits(full)).max() < 1e-3
