@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from selectit.atomic import write_json_atomic
 from selectit.errors import InputError
 
 FORMATS = ("auto", "alpaca", "sharegpt")
@@ -327,9 +328,7 @@ def prepare_samples(spec: dict[str, Any], samples_path: str | Path, report_path:
         names = shard_names(int(spec["n_shards"]))
         report["shard_sizes"] = {names[i]: int((numbers == i).sum()) for i in range(len(names))}
     write_parquet_atomic(pa.Table.from_pandas(table, preserve_index=False), samples_path)
-    tmp = Path(report_path).with_suffix(".json.partial")
-    tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(report_path)
+    write_json_atomic(report_path, report, indent=1)
     return report
 
 

@@ -18,10 +18,10 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from selectit.atomic import atomic_dir, atomic_path
 from selectit.errors import InputError
 
 MODEL_JSON = "model.json"
@@ -65,9 +65,8 @@ def resolve_gguf(spec: dict[str, Any], cache_dir: Path | None = None) -> Path:
         target = (cache_dir or Path.home() / ".cache" / "selectit") / f"{name}.gguf"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.is_file():
-            tmp = target.with_suffix(".gguf.partial")
-            module.assemble(output_path=tmp, overwrite=True)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                module.assemble(output_path=tmp, overwrite=True)
         return target
     raise InputError(f"package {name!r} holds no .gguf file and has no assemble() function")
 
@@ -121,24 +120,18 @@ def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path, cache_di
 
     out = Path(out_dir)
     model, tokenizer, fingerprint = load_source(name, spec, dtype=torch.float32, cache_dir=cache_dir)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    info = {
-        "name": name,
-        "source": {k: v for k, v in spec.items() if k in ("hf", "gguf", "package", "file", "revision")},
-        "theta": int(model.num_parameters()),
-        "fingerprint": fingerprint,
-        "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
-        "saved_dtype": "float32",
-    }
-    (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        info = {
+            "name": name,
+            "source": {k: v for k, v in spec.items() if k in ("hf", "gguf", "package", "file", "revision")},
+            "theta": int(model.num_parameters()),
+            "fingerprint": fingerprint,
+            "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
+            "saved_dtype": "float32",
+        }
+        (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
