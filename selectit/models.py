@@ -9,7 +9,10 @@ A model spec (one entry of ``models:`` in the config) is a mapping with exactly 
   it is called to build the file.
 
 ``prepare_model`` writes ``model.json`` (parameter count ``theta``, ``fingerprint``, source) beside the
-weights. ``trust_remote_code`` is always False.
+weights. An ``hf:`` model with safetensors weights is never loaded to prepare it: its weight files are linked (or
+copied, across file systems) as they are, in their own dtype, and theta is counted on an empty (meta-device) copy of
+the architecture, so preparing a 70B model takes seconds and no memory. GGUF sources are dequantised to fp32
+safetensors. ``trust_remote_code`` is always False.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +98,7 @@ def load_source(name: str, spec: dict[str, Any], dtype: Any = None, cache_dir: P
             local = Path(spec["hf"])
             if local.is_dir():
                 weights = sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin"))
-                fingerprint = hashlib.sha256("".join(_sha256_file(w) for w in weights).encode()).hexdigest()
+                fingerprint = _weights_fingerprint(weights)
             else:
                 fingerprint = f"{spec['hf']}@{revision or 'main'}"
             return model, tokenizer, fingerprint
@@ -114,18 +119,121 @@ def load_source(name: str, spec: dict[str, Any], dtype: Any = None, cache_dir: P
         ) from None
 
 
+# an `hf:` model's config and tokenizer files (weights: safetensors_files)
+HF_CONFIG_FILES = ["*.json", "*.model", "*.txt", "*.tiktoken"]
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def safetensors_files(folder: Path) -> list[str]:
+    """Names of the safetensors files transformers loads from a folder: the index and the shards it lists, or
+    model.safetensors; [] if neither is there (other copies, e.g. a repo's consolidated.safetensors, are left)."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError) as exc:
+            raise InputError(f"{index}: not a safetensors index ({exc})") from None
+        return [SAFETENSORS_INDEX, *shards]
+    return ["model.safetensors"] if (folder / "model.safetensors").is_file() else []
+
+
+def _weights_fingerprint(weights: list[Path]) -> str:
+    return hashlib.sha256("".join(_sha256_file(w) for w in weights).encode()).hexdigest()
+
+
+def hf_folder(name: str, spec: dict[str, Any]) -> tuple[Path, str]:
+    """The local folder of an `hf:` spec and its fingerprint: a local folder as it is (sha256 of its weight files),
+    a hub id downloaded at its `revision` (config, tokenizer and safetensors files only; fingerprint id@commit)."""
+    local = Path(spec["hf"])
+    if local.is_dir():
+        weights = sorted(local.glob("*.safetensors")) + sorted(local.glob("*.bin"))
+        return local, _weights_fingerprint(weights)
+    from huggingface_hub import snapshot_download
+
+    def download(patterns: list[str]) -> Path:
+        try:
+            return Path(snapshot_download(spec["hf"], revision=spec.get("revision"), allow_patterns=patterns))
+        except Exception as exc:  # noqa: BLE001 -- hub errors (offline, gated, no such repo) are many types
+            raise InputError(
+                f"model {name!r}: could not load {spec['hf']!r}: {str(exc).splitlines()[0]}. "
+                "Check the path; a hub id needs internet (or HF_HOME with a cached copy)."
+            ) from None
+
+    folder = download([*HF_CONFIG_FILES, "model.safetensors"])  # a sharded model's index is a *.json
+    shards = safetensors_files(folder)[1:] if (folder / SAFETENSORS_INDEX).is_file() else []
+    if shards:
+        folder = download([*HF_CONFIG_FILES, *shards])
+    return folder, f"{spec['hf']}@{folder.name}"  # the snapshot folder is named after the commit
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link a file (no second copy of a large weight file on the same file system), else copy it."""
+    src = src.resolve()  # hub snapshots hold symlinks into the blob store
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def count_parameters(folder: Path) -> tuple[int, str, str]:
+    """(theta, architecture, dtype) of a model folder, from its config on the meta device: no weights are read.
+    theta is ``num_parameters()`` of the model that loading the folder would give (tied weights counted once)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    architecture = config.architectures[0] if config.architectures else type(model).__name__
+    dtype = str(getattr(config, "dtype", None) or "float32").removeprefix("torch.")
+    return int(model.num_parameters()), architecture, dtype
+
+
+def _prepare_hf(name: str, spec: dict[str, Any], folder: Path, fingerprint: str, out: Path) -> dict:
+    """An `hf:` model with safetensors weights: its files as they are, plus model.json; nothing is loaded."""
+    from transformers import AutoTokenizer
+
+    files = safetensors_files(folder)
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise InputError(f"model {name!r}: {folder} lacks the weight files its index lists: {missing}")
+    theta, architecture, dtype = count_parameters(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    with atomic_dir(out) as tmp:
+        for file in files:
+            _link_or_copy(folder / file, tmp / file)
+        for extra in ("config.json", "generation_config.json"):
+            if (folder / extra).is_file():
+                shutil.copyfile((folder / extra).resolve(), tmp / extra)
+        tokenizer.save_pretrained(tmp)
+        info = {"name": name, "source": _source(spec), "theta": theta, "fingerprint": fingerprint,
+                "architecture": architecture, "saved_dtype": dtype}
+        (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _source(spec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in spec.items() if k in ("hf", "gguf", "package", "file", "revision")}
+
+
 def prepare_model(name: str, spec: dict[str, Any], out_dir: str | Path, cache_dir: Path | None = None) -> dict:
-    """Convert a model once to a safetensors HF folder with model.json (theta, fingerprint)."""
+    """Prepare a model once as a safetensors HF folder with model.json (theta, fingerprint): an `hf:` model with
+    safetensors weights as its files are (see _prepare_hf); any other source loaded and saved in fp32."""
     import torch
 
     out = Path(out_dir)
+    check_spec(name, spec)
+    if spec.get("hf"):
+        folder, fingerprint = hf_folder(name, spec)
+        if safetensors_files(folder):
+            return _prepare_hf(name, spec, folder, fingerprint, out)
     model, tokenizer, fingerprint = load_source(name, spec, dtype=torch.float32, cache_dir=cache_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         info = {
             "name": name,
-            "source": {k: v for k, v in spec.items() if k in ("hf", "gguf", "package", "file", "revision")},
+            "source": _source(spec),
             "theta": int(model.num_parameters()),
             "fingerprint": fingerprint,
             "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,

@@ -1,0 +1,103 @@
+"""prepare_model for `hf:` models: the weight files as they are (linked, never loaded), theta counted on the meta
+device, only the safetensors files transformers loads; hub ids downloaded at a pinned commit."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from selectit.errors import InputError
+from selectit.models import load_prepared, prepare_model
+
+
+def _logits(folder, text="Instruction: add 2 and 3"):
+    model, tokenizer = load_prepared(folder, dtype=torch.float32, device="cpu")
+    with torch.inference_mode():
+        return model(**tokenizer(text, return_tensors="pt")).logits
+
+
+def _copy_model(src: Path, dst: Path, dtype=None, **save_kwargs) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=dtype or torch.float32)
+    model.save_pretrained(dst, **save_kwargs)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def test_a_local_folder_is_linked_not_loaded(tiny_model_dir, tmp_path, monkeypatch):
+    import transformers
+
+    expected = _logits(tiny_model_dir)
+    theta = sum(p.numel() for p in transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters())
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("prepare_model loaded the weights of an hf: model with safetensors")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    info = prepare_model("tiny", {"hf": str(tiny_model_dir)}, tmp_path / "tiny")
+    monkeypatch.undo()
+
+    out = tmp_path / "tiny"
+    assert info["theta"] == theta and info["saved_dtype"] == "float32"
+    assert info["architecture"] == "LlamaForCausalLM"
+    assert json.loads((out / "model.json").read_text()) == info
+    assert os.path.samefile(out / "model.safetensors", tiny_model_dir / "model.safetensors")  # a hard link
+    assert torch.equal(_logits(out), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temporary folder left
+
+
+def test_a_sharded_bf16_checkpoint_keeps_its_dtype_and_only_the_indexed_shards(tiny_model_dir, tmp_path):
+    src = _copy_model(tiny_model_dir, tmp_path / "src", dtype=torch.bfloat16, max_shard_size="100KB")
+    index = json.loads((src / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1
+    (src / "consolidated.safetensors").write_bytes(b"another copy of the weights")  # as some hub repos hold
+
+    info = prepare_model("tiny", {"hf": str(src)}, tmp_path / "out")
+    out = tmp_path / "out"
+    assert info["saved_dtype"] == "bfloat16"
+    assert sorted(p.name for p in out.glob("*.safetensors*")) == sorted(["model.safetensors.index.json", *shards])
+    model, _ = load_prepared(out, dtype=None, device="cpu")
+    assert model.num_parameters() == info["theta"]
+    assert torch.equal(_logits(out), _logits(src))
+
+
+def test_a_missing_shard_is_named(tiny_model_dir, tmp_path):
+    src = _copy_model(tiny_model_dir, tmp_path / "src", max_shard_size="100KB")
+    shard = sorted(src.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    with pytest.raises(InputError, match=shard.name):
+        prepare_model("tiny", {"hf": str(src)}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_downloads_config_then_the_listed_shards_at_one_commit(tiny_model_dir, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    src = _copy_model(tiny_model_dir, tmp_path / "hub_copy", max_shard_size="100KB")
+    snapshot = tmp_path / "cache" / "snapshots" / "0123abcd"
+    calls = []
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        import fnmatch
+        import shutil
+
+        calls.append((repo_id, revision, list(allow_patterns)))
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for path in src.iterdir():
+            if any(fnmatch.fnmatch(path.name, p) for p in allow_patterns):
+                shutil.copyfile(path, snapshot / path.name)
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    info = prepare_model("tiny", {"hf": "org/tiny", "revision": "v1"}, tmp_path / "out")
+    assert info["fingerprint"] == "org/tiny@0123abcd"
+    assert info["source"] == {"hf": "org/tiny", "revision": "v1"}
+    shards = sorted(p.name for p in src.glob("model-*.safetensors"))
+    assert [c[:2] for c in calls] == [("org/tiny", "v1")] * 2
+    assert not any(s in calls[0][2] for s in shards) and all(s in calls[1][2] for s in shards)
+    assert not any(p.endswith(".bin") or p == "*.safetensors" for c in calls for p in c[2])
+    assert torch.equal(_logits(tmp_path / "out"), _logits(src))
