@@ -19,7 +19,7 @@ rule ifd_shard:
         "../envs/rating.yaml"
     threads: config["rating"]["threads"]
     resources:
-        gpu=1,
+        gpu=model_gpus(IFD["model"]),
         mem_mb=8000,
         runtime=60,
     params:
@@ -65,7 +65,7 @@ rule judge_shard:
         "../envs/evaluation.yaml"
     threads: config["rating"]["threads"]
     resources:
-        gpu=1 if JUDGE["type"] == "hf" else 0,
+        gpu=judge_gpus(),
         mem_mb=8000,
         runtime=60,
     params:

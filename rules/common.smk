@@ -1,5 +1,6 @@
 # Names, paths and input functions used by every rule file. The logic is in selectit.workflow.
 import json
+from pathlib import Path
 
 from selectit.workflow import rating_prompts, shard_hashes
 from selectit.data import shard_names
@@ -18,6 +19,16 @@ wildcard_constraints:
     shard="shard[0-9]{3}",
     method="[a-z_]+(-alpha[0-9.]+)?(-k[0-9]+)?",
     proportion="[0-9.]+",
+
+
+def model_gpus(model):
+    """GPUs of a job that runs a rater for inference: its `gpus` (a model too large for one GPU is split), else 1."""
+    return MODELS.get(model, {}).get("gpus", 1)
+
+
+def model_source(spec):
+    """What prepare_model builds a model from: its spec without `gpus` (a run setting, which re-prepares nothing)."""
+    return {k: v for k, v in spec.items() if k != "gpus"}
 
 
 def shards(dataset):
@@ -115,6 +126,14 @@ def judge_shards(wildcards):
     )
 
 
+def judge_gpus():
+    """A local judge's GPUs (a rater's folder: that rater's gpus); 0 for an OpenAI-compatible endpoint."""
+    if JUDGE["type"] != "hf":
+        return 0
+    folder = Path(JUDGE["model_dir"])
+    return model_gpus(folder.name) if folder.parent == Path("results/models") else 1
+
+
 def judge_model(wildcards):
     """A local (hf) judge's prepared folder is an input of the judge jobs: re-preparing it reruns them."""
     return [f"{JUDGE['model_dir']}/model.json"] if JUDGE["type"] == "hf" else []
@@ -166,7 +185,7 @@ for _base, _spec in BASES.items():
     if (
         "rater" not in _spec
         and _base in MODELS
-        and base_model_spec(_base) != MODELS[_base]
+        and base_model_spec(_base) != model_source(MODELS[_base])
     ):
         raise InputError(
             f"training base {_base!r} has the name of a rater but another spec; use `{_base}: {{rater: {_base}}}`"
@@ -177,7 +196,7 @@ for _benchmark, _settings in EVALUATION["settings"].items():
 # Every model prepare_model can build: the raters and the bases that give their own spec.
 MODEL_SPECS = {
     **{b: base_model_spec(b) for b, spec in BASES.items() if "rater" not in spec},
-    **MODELS,
+    **{m: model_source(spec) for m, spec in MODELS.items()},
 }
 _judge = (EVALUATION["settings"].get("alpaca_eval") or {}).get("judge") or {}
 _judge_dir = str(_judge.get("model_dir") or "").rstrip("/")

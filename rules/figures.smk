@@ -61,7 +61,7 @@ rule embed_samples:
         "../envs/rating.yaml"
     threads: config["rating"]["threads"]
     resources:
-        gpu=1,
+        gpu=lambda w: model_gpus(w.model),
         cpus_per_gpu=4,
         tasks_per_gpu=0,
         mem_mb=16000,

@@ -16,7 +16,7 @@ rule rate_shard:
         "../envs/rating.yaml"
     threads: config["rating"]["threads"]
     resources:
-        gpu=1,
+        gpu=lambda w: model_gpus(w.model),
         mem_mb=8000,
         runtime=60,
     params:

@@ -14,5 +14,6 @@ with step(snakemake):
         token_budget=p.token_budget,
         dtype=p.dtype,
         threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
     )
     print("embedding stats:", json.dumps(stats))

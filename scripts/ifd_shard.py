@@ -15,5 +15,6 @@ with step(snakemake):
         dtype=p.dtype,
         token_budget=snakemake.config["selection"]["ifd"]["token_budget"],
         threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
     )
     print("IFD stats:", json.dumps(stats))

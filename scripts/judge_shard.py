@@ -14,5 +14,6 @@ with step(snakemake):
         out_path=snakemake.output.judge,
         dtype=p.dtype,
         threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
     )
     print("judge stats:", json.dumps(stats))

@@ -18,5 +18,6 @@ with step(snakemake):
         dtype=p.dtype,
         token_budget=snakemake.config["rating"]["token_budget"],
         threads=snakemake.threads,
+        gpus=snakemake.resources.gpu,
     )
     print("rating stats:", json.dumps(stats))

@@ -101,8 +101,8 @@ def embed_texts(model: Any, tokenizer: Any, texts: Sequence[str], max_length: in
 
 
 def embed_samples_file(model_dir: str | Path, samples_path: str | Path, out_path: str | Path, max_length: int,
-                       token_budget: int = 8192, dtype: str | None = "auto", threads: int | None = None
-                       ) -> dict[str, Any]:
+                       token_budget: int = 8192, dtype: str | None = "auto", threads: int | None = None,
+                       gpus: int = 1) -> dict[str, Any]:
     """Embed every sample of samples.parquet with a prepared model; write id + vector atomically."""
     import torch
 
@@ -115,7 +115,7 @@ def embed_samples_file(model_dir: str | Path, samples_path: str | Path, out_path
     missing = [c for c in ("id", "instruction", "response") if c not in samples.columns]
     if missing:
         raise InputError(f"{samples_path}: columns {missing} are missing")
-    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
     texts = [embedding_text(i, r) for i, r in zip(samples["instruction"], samples["response"], strict=True)]
     vectors, stats = embed_texts(model, tokenizer, texts, max_length, token_budget)
     table = pa.table({"id": pa.array(samples["id"].tolist(), pa.string()),

@@ -211,7 +211,7 @@ def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, 
 
 def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, out_path: str | Path,
                    dtype: str | None = "auto", token_budget: int = 8192, threads: int | None = None,
-                   ) -> dict[str, Any]:
+                   gpus: int = 1) -> dict[str, Any]:
     """IFD of one shard with one prepared model, written atomically with the model and settings as metadata."""
     import torch
 
@@ -221,7 +221,7 @@ def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, 
     if threads:
         torch.set_num_threads(threads)
     info = read_model_info(model_dir)
-    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
     table, stats = ifd_shard(shard, model, tokenizer, max_length, token_budget, info["name"])
     meta = {"model": info["name"], "model_fingerprint": info["fingerprint"], "max_length": max_length,
             "dtype": str(model.dtype), "prompt": IFD_PROMPT}

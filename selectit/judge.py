@@ -264,7 +264,7 @@ def openai_judge_shard(shard: pd.DataFrame, settings: dict[str, Any]) -> tuple[p
 
 # ------------------------------------------------------------------------------------------------ files
 def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: str | Path, dtype: str | None = "auto",
-                     threads: int | None = None) -> dict[str, Any]:
+                     threads: int | None = None, gpus: int = 1) -> dict[str, Any]:
     """Judge one shard and write it atomically, with the judge's identity and settings as metadata."""
     from selectit.rating import write_parquet_atomic
 
@@ -277,7 +277,7 @@ def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: st
         if threads:
             torch.set_num_threads(threads)
         info = read_model_info(settings["model_dir"])
-        model, tokenizer = load_prepared(settings["model_dir"], dtype=parse_dtype(dtype))
+        model, tokenizer = load_prepared(settings["model_dir"], dtype=parse_dtype(dtype), gpus=gpus)
         table, stats = hf_judge_shard(shard, model, tokenizer, int(settings["max_length"]),
                                       int(settings["token_budget"]), info["name"])
         meta.update(model=info["name"], model_fingerprint=info["fingerprint"], dtype=str(model.dtype),

@@ -275,21 +275,45 @@ def parse_dtype(value: str | None):
     return table[value]
 
 
-def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = None):
-    """Load a prepared (or any local HF) folder for inference: (model, tokenizer)."""
+def split_device_map(gpus: int) -> dict[str, Any]:
+    """from_pretrained arguments that split a model's layers across the first ``gpus`` GPUs (accelerate's balanced
+    map), for a model too large for one; {} for one GPU or on a machine without CUDA (there it runs whole)."""
+    import torch
+
+    if gpus <= 1 or not torch.cuda.is_available():
+        return {}
+    visible = torch.cuda.device_count()
+    if visible < gpus:
+        raise InputError(f"the model is set to run on {gpus} GPUs (models.<name>.gpus) but this job sees {visible}; "
+                         "give the job that many (Slurm: the rule's gpu resource) or lower gpus")
+    return {"device_map": "auto", "max_memory": {i: torch.cuda.get_device_properties(i).total_memory
+                                                 for i in range(gpus)}}
+
+
+def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = None, gpus: int = 1):
+    """Load a prepared (or any local HF) folder for inference: (model, tokenizer). ``gpus`` > 1 on a CUDA machine:
+    the layers are split across that many GPUs (``split_device_map``), one of them busy at a time."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"model folder {folder} does not exist (run prepare-model first)")
+    split = {} if device else split_device_map(gpus)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=dtype or default_dtype(), trust_remote_code=False, attn_implementation="sdpa"
+        folder, dtype=dtype or default_dtype(), trust_remote_code=False, attn_implementation="sdpa", **split
     )
-    model.to(device).eval()
+    if not split:
+        model.to(device)
+    model.eval()
     return model, tokenizer
+
+
+def split_across_devices(model: Any) -> bool:
+    """Whether a loaded model's layers lie on more than one device (loaded with ``split_device_map``)."""
+    return len(set((getattr(model, "hf_device_map", None) or {}).values())) > 1
 
 
 def make_tiny_random_model(out_dir: str | Path, tokenizer_folder: str | Path, seed: int = 0,

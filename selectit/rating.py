@@ -341,10 +341,13 @@ class Rater:
 
     def _set_compile(self, tokens: int) -> None:
         """Compile or not, for a call that runs `tokens` tokens through the model (the reused prefix left out)."""
+        from selectit.models import split_across_devices
+
         want = self.compile
-        if want is None:  # auto: work large enough to repay the compile
+        if want is None:  # auto: work large enough to repay the compile, on a model that is not split across GPUs
             least = COMPILE_MIN_FLOPS.get(self.device.type)
-            want = least is not None and _work_flops(self.model, tokens) >= least
+            want = (least is not None and _work_flops(self.model, tokens) >= least
+                    and not split_across_devices(self.model))
         self.compiled = _compile_layers(self.model) if want else _uncompile_layers(self.model)
 
     def _rate_batch(self, rows: list[EncodedRow]) -> Iterator[tuple[EncodedRow, np.ndarray, float]]:
@@ -507,9 +510,9 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
 def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt, k: int,
                     max_length: int, out_path: str | Path, dtype: str | None = "auto", token_budget: int = 8192,
                     threads: int | None = None, stats_path: str | Path | None = None,
-                    model_name: str | None = None) -> dict[str, Any]:
+                    model_name: str | None = None, gpus: int = 1) -> dict[str, Any]:
     """Rate one shard (a Parquet file or a table) under one prompt with one prepared model; write the
-    rating shard atomically."""
+    rating shard atomically. ``gpus`` > 1: the model is split across that many GPUs (``load_prepared``)."""
     import torch
 
     from selectit.models import load_prepared, parse_dtype, read_model_info
@@ -518,7 +521,7 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
         torch.set_num_threads(threads)
     info = read_model_info(model_dir)
     name = model_name or info["name"]
-    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype))
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
     if not isinstance(shard, pd.DataFrame):
         shard = pq.read_table(shard).to_pandas()
     table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget)
@@ -529,6 +532,7 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
     # where it ran: on Slurm the job id and the GPUs the allocation gave it
     stats["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    stats["devices"] = sorted({str(p.device) for p in model.parameters()})
     if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats

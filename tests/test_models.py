@@ -101,3 +101,32 @@ def test_a_hub_id_downloads_config_then_the_listed_shards_at_one_commit(tiny_mod
     assert not any(s in calls[0][2] for s in shards) and all(s in calls[1][2] for s in shards)
     assert not any(p.endswith(".bin") or p == "*.safetensors" for c in calls for p in c[2])
     assert torch.equal(_logits(tmp_path / "out"), _logits(src))
+
+
+def test_a_model_set_to_several_gpus_is_split_across_them_or_told_why_not(monkeypatch):
+    from types import SimpleNamespace
+
+    from selectit.models import split_device_map
+
+    assert split_device_map(1) == {}
+    assert split_device_map(4) == {}  # no CUDA here: the model runs whole on the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(total_memory=80 << 30))
+    assert split_device_map(2) == {"device_map": "auto", "max_memory": {0: 80 << 30, 1: 80 << 30}}
+    with pytest.raises(InputError, match="4 GPUs .* this job sees 2"):
+        split_device_map(4)
+
+
+def test_a_split_model_is_not_compiled_automatically(tiny_model_dir):
+    from selectit.models import split_across_devices
+    from selectit.rating import Rater
+
+    model, tokenizer = load_prepared(tiny_model_dir, dtype=torch.float32, device="cpu")
+    rater = Rater(model, tokenizer, 5, compile=None, progress=False)
+    rater._set_compile(10**12)  # far above the CPU threshold
+    assert rater.compiled
+    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}
+    assert split_across_devices(model)
+    rater._set_compile(10**12)
+    assert not rater.compiled

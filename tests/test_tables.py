@@ -5,6 +5,7 @@ JSONs, manifests and benchmark TSVs it came from, errors naming the bad file, th
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import time
@@ -255,6 +256,35 @@ def test_table9_measured_and_planned(tmp_path):
     write_tsv(bench / "evaluate/c.tsv", [])
     with pytest.raises(InputError, match="c.tsv"):
         tables.measured_efficiency(expected, {})
+
+
+def test_table9_counts_each_rating_job_with_its_raters_gpus(tmp_path):
+    bench = tmp_path / "benchmarks"
+    files = {"small": bench / "rate_shard/d/small/p1/shard000.tsv", "big": bench / "rate_shard/d/big/p1/shard000.tsv"}
+    write_tsv(files["small"], [100.0])
+    write_tsv(files["big"], [600.0])
+    write_tsv(bench / "embed_samples/d/big.tsv", [60.0])
+    expected = {"rate_shard": [str(f) for f in files.values()]}
+    declared = {"rate_shard": None, "embed_samples": None}  # computed per job: the rater's gpus
+    measured = tables.measured_efficiency(expected, declared, tables.benchmarks_on_disk(expected, [], tmp_path),
+                                          model_gpus={"small": 1, "big": 4})
+    measured = measured.set_index("Stage")
+    assert measured.loc["rate_shard", "GPU-hours"] == pytest.approx((100.0 * 1 + 600.0 * 4) / 3600)
+    assert measured.loc["rate_shard", "GPUs per job"] == 2.5
+    assert measured.loc["embed_samples", "GPU-hours"] == pytest.approx(60.0 * 4 / 3600)
+    unknown = tables.measured_efficiency(expected, declared).set_index("Stage")  # no model_gpus: not guessed
+    assert math.isnan(unknown.loc["rate_shard", "GPU-hours"])
+
+    planned_config = tmp_path / "planned.yaml"
+    planned_config.write_text(yaml.safe_dump({
+        "datasets": {"hub": {"hf_name": "x/y"}}, "models": {"big": {"hf": "x/big", "gpus": 4}, "small": {"hf": "x/s"}},
+        "paper": {"cost": {"records": {"hub": 10}, "thetas": {"big": 7.0e10, "small": 7.0e9}}}}))
+    planned = tables.planned_rating_cost(planned_config, tokens_per_row=100.0, root=tmp_path).set_index("Stage")
+    big, small = planned.loc["rate hub with big"], planned.loc["rate hub with small"]
+    assert (big["GPUs per job"], small["GPUs per job"]) == (4, 1)
+    assert big["GPU-hours"] / small["GPU-hours"] == pytest.approx(10 * 4)  # 10x the FLOPs on 4 GPUs held
+    table = tables.table9_efficiency(measured.reset_index(), planned.reset_index())
+    assert "2.5" in tables.to_markdown(table)
 
 
 def test_reported_vs_reproduced(tmp_path):

@@ -2,6 +2,7 @@
 SIGKILL mid-rating that reruns to byte-identical scores and subsets."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.workflow_helpers import REPO, SNAKEMAKE, job_counts, outputs_digest, snakemake, tiny_records, write_tiny_config
 
@@ -54,6 +56,23 @@ def test_model_added_rates_only_that_model(completed_run, tiny_models):
     counts = job_counts(workdir)
     assert counts["prepare_model"] == 1
     assert counts["rate_shard"] == 2 * 2  # tinyc: 2 prompts x 2 shards
+    write_tiny_config(workdir, models)
+
+
+def test_a_raters_gpus_sets_its_jobs_gpu_resource_and_reruns_nothing(completed_run):
+    workdir, models = completed_run
+    path = write_tiny_config(workdir, models)
+    config = yaml.safe_load(path.read_text())
+    config["models"]["tinya"]["gpus"] = 2
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert job_counts(workdir) == {}  # how many GPUs a job gets changes no output
+    out = snakemake(workdir, "-n", "--forcerun", "rate_shard").stdout
+    jobs = [block for block in out.split("\nrule ")[1:] if block.startswith("rate_shard:")]
+    gpus = {}
+    for block in jobs:
+        model = re.search(r"model=(\w+)", block)[1]
+        gpus.setdefault(model, set()).add(int(re.search(r"\bgpu=(\d+)", block)[1]))
+    assert gpus == {"tinya": {2}, "tinyb": {1}} and len(jobs) == 2 * 2 * 2
     write_tiny_config(workdir, models)
 
 

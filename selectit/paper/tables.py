@@ -324,19 +324,36 @@ def read_benchmark_seconds(path: str | Path) -> float:
     return float(pd.to_numeric(frame["s"], errors="raise").mean())
 
 
-def measured_efficiency(expected: Mapping[str, list[str]], gpus_per_job: Mapping[str, int],
-                        found_elsewhere: Mapping[str, list[str]] | None = None) -> pd.DataFrame:
+def job_gpus(path: str | Path, stage: str, declared: int | None,
+             model_gpus: Mapping[str, int] | None) -> int | None:
+    """GPUs of the job that wrote a benchmark TSV: the rule's declared count, or where the rule computes it per job
+    (None: rate_shard, embed_samples take the model's ``gpus``) that of the model the path names
+    (benchmarks/<rule>/<dataset>/<model>/... or .../<model>.tsv) in ``model_gpus``, 1 if absent there."""
+    if declared is not None or model_gpus is None:
+        return declared
+    parts = Path(path).parts
+    if stage not in parts or len(parts) <= parts.index(stage) + 2:
+        return None
+    model = parts[parts.index(stage) + 2].removesuffix(".tsv")
+    return int(model_gpus.get(model, 1))
+
+
+def measured_efficiency(expected: Mapping[str, list[str]], gpus_per_job: Mapping[str, int | None],
+                        found_elsewhere: Mapping[str, list[str]] | None = None,
+                        model_gpus: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Per stage (rule): jobs planned, benchmark files found, summed wall seconds and GPU-hours
-    (= s × the rule's gpu resource / 3600). ``found_elsewhere``: TSVs of other rules found under benchmarks/."""
+    (= Σ s × the job's GPUs / 3600, see ``job_gpus``; 'GPUs per job' is their mean over the stage's jobs).
+    ``found_elsewhere``: TSVs of other rules found under benchmarks/."""
     rows = []
     for source, groups in (("this DAG", expected), ("found on disk", found_elsewhere or {})):
         for stage, paths in groups.items():
-            present = [p for p in paths if os.path.exists(p)]
-            seconds = sum(read_benchmark_seconds(p) for p in present)
-            gpus = gpus_per_job.get(stage, 0)
-            rows.append({"Stage": stage, "Source": source, "Jobs": len(paths), "Files found": len(present),
-                         "Wall time (s)": seconds, "GPUs per job": gpus,
-                         "GPU-hours": math.nan if gpus is None else seconds * gpus / 3600.0,
+            gpus = {p: job_gpus(p, stage, gpus_per_job.get(stage, 0), model_gpus) for p in paths}
+            seconds = {p: read_benchmark_seconds(p) for p in paths if os.path.exists(p)}
+            known = None not in gpus.values()
+            rows.append({"Stage": stage, "Source": source, "Jobs": len(paths), "Files found": len(seconds),
+                         "Wall time (s)": sum(seconds.values()),
+                         "GPUs per job": sum(gpus.values()) / len(paths) if known and paths else math.nan,
+                         "GPU-hours": sum(s * gpus[p] for p, s in seconds.items()) / 3600.0 if known else math.nan,
                          "Tokens": math.nan, "FLOPs": math.nan})
     return pd.DataFrame(rows)
 
@@ -421,10 +438,11 @@ def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float |
                 theta = float(read_json(info, "model info")["theta"])
             tokens = records * n_prompts * tokens_per_row
             flops = 2.0 * theta * tokens
+            gpus = int((planned["models"][rater] or {}).get("gpus", 1))  # a split model holds all, one computes
             rows.append({"Stage": f"rate {dataset} with {rater}", "Source": f"planned ({path.name})",
                          "Jobs": n_prompts * int(spec.get("n_shards", 1)), "Files found": math.nan,
-                         "Wall time (s)": math.nan, "GPUs per job": 1, "GPU-hours": flops / throughput / 3600.0,
-                         "Tokens": tokens, "FLOPs": flops})
+                         "Wall time (s)": math.nan, "GPUs per job": gpus,
+                         "GPU-hours": flops / throughput / 3600.0 * gpus, "Tokens": tokens, "FLOPs": flops})
     if rows:
         rows.append({**{k: math.nan for k in rows[0]}, "Stage": "rating, all datasets and raters",
                      "Source": rows[0]["Source"], **{k: sum(r[k] for r in rows)
@@ -438,14 +456,17 @@ def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float |
 def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([measured, planned], ignore_index=True).set_index(["Stage", "Source"])
     for col in ("Jobs", "Files found", "GPUs per job"):
-        frame[col] = frame[col].astype("Int64")
+        if (frame[col].dropna() % 1 == 0).all():  # a mean of unequal GPU counts stays a fraction
+            frame[col] = frame[col].astype("Int64")
     a = planned.attrs.get("assumptions", {})
     return _finish(frame, "Efficiency: measured time per stage and the planned rating cost", [
         "Measured rows sum the `s` column of the Snakemake benchmark TSVs (benchmarks/<rule>/...); GPU-hours = "
-        "s × the rule's `gpu` resource / 3600. 'Files found' < 'Jobs' means some jobs have no benchmark file.",
+        "s × the job's GPUs / 3600 (the rule's `gpu` resource; for rating and embedding jobs the rater's "
+        "`gpus`). 'Files found' < 'Jobs' means some jobs have no benchmark file.",
         f"Planned rows: tokens = records × {a.get('n_prompts')} prompts × {a.get('tokens_per_row', 0):.1f} "
         f"tokens per rating row ({a.get('tokens_source')}); FLOPs = 2 θ × tokens; at "
-        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU.",
+        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU; a rater split across n GPUs (`gpus`) runs on one "
+        "of them at a time, so its GPU-hours are n × FLOPs / throughput.",
     ])
 
 
