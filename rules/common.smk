@@ -4,6 +4,7 @@ from pathlib import Path
 
 from selectit.workflow import rating_prompts, shard_hashes
 from selectit.data import shard_names
+from selectit.models import rater_gpus
 
 DATASETS = config["datasets"]
 MODELS = config["models"]
@@ -23,7 +24,7 @@ wildcard_constraints:
 
 def model_gpus(model):
     """GPUs of a job that runs a rater for inference: its `gpus` (a model too large for one GPU is split), else 1."""
-    return MODELS.get(model, {}).get("gpus", 1)
+    return rater_gpus(MODELS.get(model))
 
 
 def model_source(spec):

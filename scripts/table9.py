@@ -1,9 +1,10 @@
+from selectit.models import rater_gpus
 from selectit.paper import tables
 from selectit.smk import step
 
 with step(snakemake):
     inp, out, p = snakemake.input, snakemake.output, snakemake.params
-    model_gpus = {m: spec.get("gpus", 1) for m, spec in snakemake.config["models"].items()}
+    model_gpus = {m: rater_gpus(spec) for m, spec in snakemake.config["models"].items()}
     measured = tables.measured_efficiency(p.expected, p.gpus, tables.benchmarks_on_disk(p.expected, p.skip),
                                           model_gpus)
     tokens = tables.mean_tokens_per_row(inp.rating_shards) if inp.rating_shards else None

@@ -275,6 +275,11 @@ def parse_dtype(value: str | None):
     return table[value]
 
 
+def rater_gpus(spec: dict[str, Any] | None) -> int:
+    """GPUs of each job that runs a model for inference: its spec's ``gpus`` (``models.<name>.gpus``), default 1."""
+    return int((spec or {}).get("gpus", 1))
+
+
 def split_device_map(gpus: int) -> dict[str, Any]:
     """from_pretrained arguments that split a model's layers across the first ``gpus`` GPUs (accelerate's balanced
     map), for a model too large for one; {} for one GPU or on a machine without CUDA (there it runs whole)."""

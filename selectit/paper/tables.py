@@ -23,6 +23,7 @@ import yaml
 
 from selectit.atomic import write_text_atomic
 from selectit.errors import InputError
+from selectit.models import rater_gpus
 from selectit.paper import plan, stats
 from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
 
@@ -438,7 +439,7 @@ def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float |
                 theta = float(read_json(info, "model info")["theta"])
             tokens = records * n_prompts * tokens_per_row
             flops = 2.0 * theta * tokens
-            gpus = int((planned["models"][rater] or {}).get("gpus", 1))  # a split model holds all, one computes
+            gpus = rater_gpus(planned["models"][rater])  # a split model holds them all, one computes at a time
             rows.append({"Stage": f"rate {dataset} with {rater}", "Source": f"planned ({path.name})",
                          "Jobs": n_prompts * int(spec.get("n_shards", 1)), "Files found": math.nan,
                          "Wall time (s)": math.nan, "GPUs per job": gpus,
