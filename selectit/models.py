@@ -9,10 +9,10 @@ A model spec (one entry of ``models:`` in the config) is a mapping with exactly 
   it is called to build the file.
 
 ``prepare_model`` writes ``model.json`` (parameter count ``theta``, ``fingerprint``, source) beside the
-weights. An ``hf:`` model with safetensors weights is never loaded to prepare it: its weight files are linked (or
-copied, across file systems) as they are, in their own dtype, and theta is counted on an empty (meta-device) copy of
-the architecture, so preparing a 70B model takes seconds and no memory. GGUF sources are dequantised to fp32
-safetensors. ``trust_remote_code`` is always False.
+weights. An ``hf:`` model with safetensors weights is never loaded to prepare it: its weight files are taken as
+they are, in their own dtype (hard-linked from the hub cache, copied from a local folder), and theta is counted on
+an empty (meta-device) copy of the architecture, so preparing a 70B hub model takes seconds and almost no memory.
+GGUF sources are dequantised to fp32 safetensors. ``trust_remote_code`` is always False.
 """
 
 from __future__ import annotations
@@ -166,13 +166,17 @@ def hf_folder(name: str, spec: dict[str, Any]) -> tuple[Path, str]:
     return folder, f"{spec['hf']}@{folder.name}"  # the snapshot folder is named after the commit
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link a file (no second copy of a large weight file on the same file system), else copy it."""
+def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+    """Hard-link a file where asked and possible (no second copy of a large weight file on the same file system),
+    else copy it."""
     src = src.resolve()  # hub snapshots hold symlinks into the blob store
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    if link:
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
 
 
 def count_parameters(folder: Path) -> tuple[int, str, str]:
@@ -190,7 +194,10 @@ def count_parameters(folder: Path) -> tuple[int, str, str]:
 
 
 def _prepare_hf(name: str, spec: dict[str, Any], folder: Path, fingerprint: str, out: Path) -> dict:
-    """An `hf:` model with safetensors weights: its files as they are, plus model.json; nothing is loaded."""
+    """An `hf:` model with safetensors weights: its files as they are, plus model.json; nothing is loaded. The
+    weights of a hub download are hard-linked (the hub cache never rewrites a file); a local folder's are copied,
+    as a file there may be rewritten in place (save_pretrained to the same folder), which would change a link."""
+    link = not Path(spec["hf"]).is_dir()
     from transformers import AutoTokenizer
 
     files = safetensors_files(folder)
@@ -201,7 +208,7 @@ def _prepare_hf(name: str, spec: dict[str, Any], folder: Path, fingerprint: str,
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     with atomic_dir(out) as tmp:
         for file in files:
-            _link_or_copy(folder / file, tmp / file)
+            _link_or_copy(folder / file, tmp / file, link)
         for extra in ("config.json", "generation_config.json"):
             if (folder / extra).is_file():
                 shutil.copyfile((folder / extra).resolve(), tmp / extra)

@@ -27,7 +27,7 @@ def _copy_model(src: Path, dst: Path, dtype=None, **save_kwargs) -> Path:
     return dst
 
 
-def test_a_local_folder_is_linked_not_loaded(tiny_model_dir, tmp_path, monkeypatch):
+def test_a_local_folder_is_copied_not_loaded(tiny_model_dir, tmp_path, monkeypatch):
     import transformers
 
     expected = _logits(tiny_model_dir)
@@ -44,7 +44,9 @@ def test_a_local_folder_is_linked_not_loaded(tiny_model_dir, tmp_path, monkeypat
     assert info["theta"] == theta and info["saved_dtype"] == "float32"
     assert info["architecture"] == "LlamaForCausalLM"
     assert json.loads((out / "model.json").read_text()) == info
-    assert os.path.samefile(out / "model.safetensors", tiny_model_dir / "model.safetensors")  # a hard link
+    # a copy: a save_pretrained into the source folder rewrites its file in place, which must not reach here
+    assert not os.path.samefile(out / "model.safetensors", tiny_model_dir / "model.safetensors")
+    assert (out / "model.safetensors").read_bytes() == (tiny_model_dir / "model.safetensors").read_bytes()
     assert torch.equal(_logits(out), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temporary folder left
 
@@ -101,6 +103,8 @@ def test_a_hub_id_downloads_config_then_the_listed_shards_at_one_commit(tiny_mod
     assert not any(s in calls[0][2] for s in shards) and all(s in calls[1][2] for s in shards)
     assert not any(p.endswith(".bin") or p == "*.safetensors" for c in calls for p in c[2])
     assert torch.equal(_logits(tmp_path / "out"), _logits(src))
+    for shard in shards:  # hub blobs are never rewritten: hard links, no second copy
+        assert os.path.samefile(tmp_path / "out" / shard, snapshot / shard)
 
 
 def test_a_model_set_to_several_gpus_is_split_across_them_or_told_why_not(monkeypatch):
