@@ -122,15 +122,33 @@ def test_a_model_set_to_several_gpus_is_split_across_them_or_told_why_not(monkey
         split_device_map(4)
 
 
-def test_a_split_model_is_not_compiled_automatically(tiny_model_dir):
-    from selectit.models import split_across_devices
-    from selectit.rating import Rater
+def test_a_model_split_by_accelerate_rates_like_the_whole_model(tiny_model_dir, tmp_path):
+    """The nearest a CPU machine has to a model split across GPUs: accelerate dispatches the layers over two
+    devices (the second layer offloaded to disk, run through the same hooks that move tensors between GPUs)."""
+    import numpy as np
+    import pandas as pd
+    from transformers import AutoModelForCausalLM
 
-    model, tokenizer = load_prepared(tiny_model_dir, dtype=torch.float32, device="cpu")
-    rater = Rater(model, tokenizer, 5, compile=None, progress=False)
-    rater._set_compile(10**12)  # far above the CPU threshold
-    assert rater.compiled
-    model.hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": 1}
-    assert split_across_devices(model)
-    rater._set_compile(10**12)
+    from selectit.models import split_across_devices
+    from selectit.prompts import RatingPrompt
+    from selectit.rating import Rater, rate_shard
+
+    whole, tokenizer = load_prepared(tiny_model_dir, dtype=torch.float32, device="cpu")
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                  "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    split = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa",
+                                                 device_map=device_map, offload_folder=str(tmp_path)).eval()
+    assert split_across_devices(split) and not split_across_devices(whole)
+
+    shard = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "instruction": [f"What is {i} plus {i}?" for i in range(6)],
+                          "response": [f"It is {2 * i}." * (i + 1) for i in range(6)]})
+    prompt = RatingPrompt(text="Rate the response from 1 to 5.\n", position=1)
+    expected, _ = rate_shard(shard, prompt, whole, tokenizer, 5, 256, progress=False, compile=False)
+    got, stats = rate_shard(shard, prompt, split, tokenizer, 5, 256, progress=False)
+    assert stats["prefix_rows"] == 6 and "prefix_unavailable" not in stats  # the prefix is reused through the hooks
+    np.testing.assert_array_equal(np.stack(got.column("logits").to_pylist()),
+                                  np.stack(expected.column("logits").to_pylist()))
+
+    rater = Rater(split, tokenizer, 5, compile=None, progress=False)
+    rater._set_compile(10**12)  # far above the CPU threshold: a whole model would compile
     assert not rater.compiled
