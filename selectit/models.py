@@ -112,11 +112,12 @@ def load_source(name: str, spec: dict[str, Any], dtype: Any = None, cache_dir: P
     except InputError:
         raise
     except (OSError, ValueError) as exc:
-        where = spec.get("hf") or spec.get("gguf") or spec.get("package")
-        raise InputError(
-            f"model {name!r}: could not load {where!r}: {str(exc).splitlines()[0]}. "
-            "Check the path; a hub id needs internet (or HF_HOME with a cached copy)."
-        ) from None
+        raise _load_error(name, spec.get("hf") or spec.get("gguf") or spec.get("package"), exc) from None
+
+
+def _load_error(name: str, where: str, exc: Exception) -> InputError:
+    return InputError(f"model {name!r}: could not load {where!r}: {str(exc).splitlines()[0]}. "
+                      "Check the path; a hub id needs internet (or HF_HOME with a cached copy).")
 
 
 # an `hf:` model's config and tokenizer files (weights: safetensors_files)
@@ -154,10 +155,7 @@ def hf_folder(name: str, spec: dict[str, Any]) -> tuple[Path, str]:
         try:
             return Path(snapshot_download(spec["hf"], revision=spec.get("revision"), allow_patterns=patterns))
         except Exception as exc:  # noqa: BLE001 -- hub errors (offline, gated, no such repo) are many types
-            raise InputError(
-                f"model {name!r}: could not load {spec['hf']!r}: {str(exc).splitlines()[0]}. "
-                "Check the path; a hub id needs internet (or HF_HOME with a cached copy)."
-            ) from None
+            raise _load_error(name, spec["hf"], exc) from None
 
     folder = download([*HF_CONFIG_FILES, "model.safetensors"])  # a sharded model's index is a *.json
     shards = safetensors_files(folder)[1:] if (folder / SAFETENSORS_INDEX).is_file() else []
@@ -197,9 +195,9 @@ def _prepare_hf(name: str, spec: dict[str, Any], folder: Path, fingerprint: str,
     """An `hf:` model with safetensors weights: its files as they are, plus model.json; nothing is loaded. The
     weights of a hub download are hard-linked (the hub cache never rewrites a file); a local folder's are copied,
     as a file there may be rewritten in place (save_pretrained to the same folder), which would change a link."""
-    link = not Path(spec["hf"]).is_dir()
     from transformers import AutoTokenizer
 
+    link = not Path(spec["hf"]).is_dir()
     files = safetensors_files(folder)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:

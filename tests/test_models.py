@@ -152,3 +152,13 @@ def test_a_model_split_by_accelerate_rates_like_the_whole_model(tiny_model_dir, 
     rater = Rater(split, tokenizer, 5, compile=None, progress=False)
     rater._set_compile(10**12)  # far above the CPU threshold: a whole model would compile
     assert not rater.compiled
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
+    with pytest.raises(InputError, match=r"model 'llama': could not load 'meta-llama/Llama-2-7b-hf'.*needs internet"):
+        prepare_model("llama", {"hf": "meta-llama/Llama-2-7b-hf"}, tmp_path / "llama")
+    assert not (tmp_path / "llama").exists()
