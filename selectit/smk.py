@@ -1,5 +1,5 @@
-"""Glue for the thin scripts under scripts/: log to the rule's log file, turn SelectITErrors into one
-clear message (no traceback) and a non-zero exit."""
+"""Glue for the thin scripts under scripts/: log to the rule's log file, pin a GPU job of a local run to GPUs of its
+own (selectit.gpus), turn SelectITErrors into one clear message (no traceback) and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from selectit.errors import SelectITError
+from selectit.gpus import pinned_gpus
 
 
 @contextlib.contextmanager
@@ -18,7 +19,8 @@ def step(snakemake: Any) -> Iterator[None]:
     if log:
         sys.stdout = sys.stderr = log
     try:
-        yield
+        with pinned_gpus(int(getattr(snakemake.resources, "gpu", 0) or 0)):
+            yield
     except SelectITError as exc:
         msg = f"error in rule {snakemake.rule}: {exc}"
         if log:
