@@ -83,6 +83,6 @@ def pinned_gpus(n: int, lock_dir: Path | None = None, poll_seconds: float = 5.0,
     try:
         yield names
     finally:
-        del os.environ["CUDA_VISIBLE_DEVICES"]
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         for _, handle in held:
             handle.close()
