@@ -75,6 +75,33 @@ def test_jobs_hold_gpus_of_their_own_and_wait_for_a_freed_one(two_gpus, tmp_path
         first.wait(timeout=30)
 
 
+def test_a_job_waiting_for_several_gpus_keeps_none_of_them(two_gpus, tmp_path):
+    """All or none: a job that waits for 2 GPUs does not sit on a free one meanwhile (two such jobs would wait on
+    each other for ever)."""
+    import threading
+
+    jobs = []
+    try:
+        jobs.append(_holder(1, tmp_path))
+        assert _line_starting(jobs[-1], "holding") == "0"
+        jobs.append(_holder(2, tmp_path))
+        waiting = jobs[-1]
+        _line_starting(waiting, "waiting")
+        jobs.append(_holder(1, tmp_path))
+        got = []
+        reader = threading.Thread(target=lambda: got.append(_line_starting(jobs[-1], "holding")), daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert got == ["1"]  # GPU 1 was free: the waiting job did not keep it
+        for job in jobs[0], jobs[2]:
+            job.send_signal(signal.SIGKILL)
+        assert _line_starting(waiting, "holding") == "0,1"
+    finally:
+        for job in jobs:
+            job.kill()
+            job.wait(timeout=30)
+
+
 def test_no_pinning_without_gpus_under_slurm_or_with_devices_already_chosen(two_gpus, tmp_path, monkeypatch):
     with pinned_gpus(0, tmp_path) as held:
         assert held is None
