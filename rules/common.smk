@@ -1,6 +1,5 @@
 # Names, paths and input functions used by every rule file. The logic is in selectit.workflow.
 import json
-from pathlib import Path
 
 from selectit.workflow import rating_prompts, shard_hashes
 from selectit.data import shard_names
@@ -30,6 +29,17 @@ def model_gpus(model):
 def model_source(spec):
     """What prepare_model builds a model from: its spec without `gpus` (a run setting, which re-prepares nothing)."""
     return {k: v for k, v in spec.items() if k != "gpus"}
+
+
+def prepared_model_name(folder):
+    """The model a folder results/models/<name>[/...] is prepared for, else None (a folder elsewhere)."""
+    prefix = "results/models/"
+    folder = str(folder)
+    return (
+        folder.removeprefix(prefix).partition("/")[0]
+        if folder.startswith(prefix)
+        else None
+    )
 
 
 def shards(dataset):
@@ -103,8 +113,8 @@ JUDGE = judge_settings(SELECTION.get("judge"), next(iter(MODELS)))
 _prepared = set(MODELS) | {
     b for b, spec in config["training"]["bases"].items() if "rater" not in spec
 }
-if JUDGE["type"] == "hf" and JUDGE["model_dir"].startswith("results/models/"):
-    if JUDGE["model_dir"].split("/")[2] not in _prepared:
+if JUDGE["type"] == "hf" and prepared_model_name(JUDGE["model_dir"]) is not None:
+    if prepared_model_name(JUDGE["model_dir"]) not in _prepared:
         raise InputError(
             f"config selection.judge.model_dir: {JUDGE['model_dir']} is not a rater or training base of this config"
         )
@@ -131,8 +141,8 @@ def judge_gpus():
     """A local judge's GPUs (a rater's folder: that rater's gpus); 0 for an OpenAI-compatible endpoint."""
     if JUDGE["type"] != "hf":
         return 0
-    folder = Path(JUDGE["model_dir"])
-    return model_gpus(folder.name) if folder.parent == Path("results/models") else 1
+    name = prepared_model_name(JUDGE["model_dir"])
+    return 1 if name is None else model_gpus(name)
 
 
 def judge_model(wildcards):
@@ -202,8 +212,8 @@ MODEL_SPECS = {
 _judge = (EVALUATION["settings"].get("alpaca_eval") or {}).get("judge") or {}
 _judge_dir = str(_judge.get("model_dir") or "").rstrip("/")
 if (
-    _judge_dir.startswith("results/models/")
-    and _judge_dir.split("/")[2] not in MODEL_SPECS
+    prepared_model_name(_judge_dir) is not None
+    and prepared_model_name(_judge_dir) not in MODEL_SPECS
 ):
     raise InputError(
         f"the AlpacaEval judge {_judge_dir} is not a rater or training base of this config"
