@@ -5,9 +5,11 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-# The embedded default, unless a config is given on the command line (--configfile configs/paper.yaml):
+# The embedded default, unless a config file is given on the command line (--configfile configs/paper.yaml):
 # Snakemake would otherwise merge both, mixing the default's datasets and raters into the paper's.
-if not config:
+# `--config key=value` alone merges on top of the default (the directive applies it after loading the file);
+# with --configfile it merges on top of that file.
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 
