@@ -1,4 +1,5 @@
-"""Instruction data: read Alpaca / ShareGPT (LLMZoo) / Parquet / Hugging Face datasets, normalise,
+"""Instruction data: read Alpaca / ShareGPT (LLMZoo) / chat ``messages`` records from JSON, JSONL, Parquet or
+Hugging Face datasets, normalise,
 validate with documented policies, and split into order-independent shards.
 
 Normalised table columns: ``id`` (hash of the normalised instruction and response, so reordering the
@@ -6,6 +7,7 @@ file changes no id), ``index`` (position in the file), ``instruction``, ``respon
 any extra string columns of the records (``category``, ``flaw`` in the embedded default data).
 
 Policies (every one is counted in the report; nothing is dropped silently):
+- a UTF-8 byte-order mark at the start of a JSON / JSONL file is skipped.
 - malformed file (invalid JSON, a bad JSONL line, non-UTF-8 bytes, a record that is not an object,
   a missing instruction/output field, a list or object where text is expected): error naming the file,
   the record index and the problem.
@@ -15,8 +17,9 @@ Policies (every one is counted in the report; nothing is dropped silently):
   indices; ``keep`` keeps them; ``error`` stops.
 - duplicate records (same id): ``duplicates: drop`` (default) keeps the first and lists the rest;
   ``error`` stops.
-- ShareGPT records with no human->assistant pair: ``no_assistant_turn: drop`` (default, listed) or
-  ``error``.
+- ShareGPT and ``messages`` records: the first user turn followed directly by an assistant turn is the
+  sample; a ``system`` turn (and any later turn) is not part of the rated text. Records with no such pair:
+  ``no_assistant_turn: drop`` (default, listed) or ``error``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pandas as pd
 from selectit.atomic import write_json_atomic
 from selectit.errors import InputError
 
-FORMATS = ("auto", "alpaca", "sharegpt")
+FORMATS = ("auto", "alpaca", "sharegpt", "messages")
 HUMAN_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model"}
 CORE_COLUMNS = ["id", "index", "instruction", "response", "source"]
@@ -108,7 +111,8 @@ def sample_id(instruction: str, response: str) -> str:
 def _decode(path: Path) -> str:
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        # a leading byte-order mark (Windows editors write one) is not part of the JSON; error offsets stay in bytes
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(
@@ -124,7 +128,10 @@ def read_records(path: str | Path) -> list[Any]:
         raise InputError(f"dataset file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return pd.read_parquet(path).to_dict(orient="records")
+        import pyarrow.parquet as pq
+
+        # Python lists and dicts (pandas would give numpy arrays for list columns such as `messages`)
+        return pq.read_table(path).to_pylist()
     text = _decode(path)
     if suffix == ".jsonl":
         records = []
@@ -166,10 +173,12 @@ def detect_format(records: list[Any], where: str) -> str:
         if isinstance(rec, dict):
             if "conversations" in rec:
                 return "sharegpt"
+            if "messages" in rec:
+                return "messages"
             if "instruction" in rec:
                 return "alpaca"
-    raise InputError(f"{where}: cannot tell the format: no record has 'instruction' (Alpaca) or "
-                     "'conversations' (ShareGPT); set 'format' in the dataset config")
+    raise InputError(f"{where}: cannot tell the format: no record has 'instruction' (Alpaca), "
+                     "'conversations' (ShareGPT) or 'messages' (chat); set 'format' in the dataset config")
 
 
 # ----------------------------------------------------------------------------------------- normalising
@@ -204,17 +213,23 @@ class _Normaliser:
         return instruction, self.text(rec["output"], index, "output")
 
     def sharegpt(self, rec: dict[str, Any], index: int) -> tuple[str, str] | None:
-        turns = rec.get("conversations")
+        return self._chat(rec, index, "conversations", "from", "value")
+
+    def messages(self, rec: dict[str, Any], index: int) -> tuple[str, str] | None:
+        return self._chat(rec, index, "messages", "role", "content")
+
+    def _chat(self, rec: dict[str, Any], index: int, key: str, role: str, content: str) -> tuple[str, str] | None:
+        turns = rec.get(key)
         if not isinstance(turns, list):
-            raise InputError(f"{self.where}: record {index}: 'conversations' must be a list of turns")
+            raise InputError(f"{self.where}: record {index}: '{key}' must be a list of turns")
         for pos, turn in enumerate(turns):
-            if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-                raise InputError(f"{self.where}: record {index}: turn {pos} needs 'from' and 'value'")
+            if not isinstance(turn, dict) or role not in turn or content not in turn:
+                raise InputError(f"{self.where}: record {index}: turn {pos} needs '{role}' and '{content}'")
         # first human turn followed directly by an assistant turn, as the released code reads LLMZoo data
         for pos in range(len(turns) - 1):
-            if str(turns[pos]["from"]).lower() in HUMAN_ROLES and str(turns[pos + 1]["from"]).lower() in ASSISTANT_ROLES:
-                return (self.text(turns[pos]["value"], index, f"conversations[{pos}].value"),
-                        self.text(turns[pos + 1]["value"], index, f"conversations[{pos + 1}].value"))
+            if str(turns[pos][role]).lower() in HUMAN_ROLES and str(turns[pos + 1][role]).lower() in ASSISTANT_ROLES:
+                return (self.text(turns[pos][content], index, f"{key}[{pos}].{content}"),
+                        self.text(turns[pos + 1][content], index, f"{key}[{pos + 1}].{content}"))
         if self.policy.no_assistant_turn == "error":
             raise InputError(f"{self.where}: record {index}: no human turn followed by an assistant turn")
         self.report.dropped_no_assistant_turn.append(index)
@@ -237,7 +252,7 @@ def normalise(records: list[Any], where: str, fmt: str = "auto", policy: DataPol
     for index, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise InputError(f"{where}: record {index} is a {type(rec).__name__}, not an object")
-        pair = norm.alpaca(rec, index) if fmt == "alpaca" else norm.sharegpt(rec, index)
+        pair = getattr(norm, fmt)(rec, index)
         if pair is None:
             continue
         instruction, response = pair

@@ -41,6 +41,84 @@ def test_sharegpt_first_human_assistant_pair():
         normalise(recs, "chat.json", policy=DataPolicy(no_assistant_turn="error"))
 
 
+def test_messages_first_user_assistant_pair_without_the_system_turn():
+    recs = [{"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi?"},
+                          {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "More"},
+                          {"role": "assistant", "content": "No."}]},
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Alone"}]},
+            {"messages": [{"role": "assistant", "content": "first"}, {"role": "user", "content": "Then?"},
+                          {"role": "assistant", "content": "Then this."}]}]
+    table, report = normalise(recs, "chat.jsonl")  # detected from the `messages` key
+    assert report["format"] == "messages"
+    assert table[["instruction", "response"]].values.tolist() == [["Hi?", "Hello."], ["Then?", "Then this."]]
+    assert table["index"].tolist() == [0, 2]
+    assert report["counts"]["dropped_no_assistant_turn"] == 1
+    assert report["details"]["dropped_no_assistant_turn"] == [1]
+    with pytest.raises(InputError, match="chat.jsonl: record 1: no human turn followed by an assistant"):
+        normalise(recs, "chat.jsonl", fmt="messages", policy=DataPolicy(no_assistant_turn="error"))
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"messages": "Hi"}, "record 0: 'messages' must be a list of turns"),
+    ({"messages": [{"role": "user", "text": "Hi"}]}, "record 0: turn 0 needs 'role' and 'content'"),
+    ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": None}]},
+     r"record 0: field 'messages\[1\].content' is missing"),
+    ({"messages": [{"role": "user", "content": [{"type": "text"}]}, {"role": "assistant", "content": "x"}]},
+     r"record 0: field 'messages\[0\].content' must be text, got list"),
+])
+def test_malformed_messages_name_file_record_and_turn(record, message):
+    with pytest.raises(InputError, match=message) as info:
+        normalise([record], "chat.json", fmt="messages")
+    assert "chat.json" in str(info.value)
+
+
+def test_messages_and_policies_load_from_jsonl_and_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = [{"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": f"A{i}."}]}
+            for i in range(3)]
+    recs += [{"messages": [{"role": "user", "content": "Q0?"}, {"role": "assistant", "content": "A0."}]},
+             {"messages": [{"role": "user", "content": "Empty?"}, {"role": "assistant", "content": " "}]}]
+    jsonl = tmp_path / "chat.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    parquet = tmp_path / "chat.parquet"  # how Hub datasets in this format are stored: a list-of-structs column
+    pq.write_table(pa.Table.from_pylist(recs), parquet)
+    for path in (jsonl, parquet):
+        samples, report = tmp_path / f"{path.suffix[1:]}.parquet", tmp_path / f"{path.suffix[1:]}.json"
+        prepare_samples({"path": str(path)}, samples, report)
+        got = json.loads(report.read_text())
+        assert got["format"] == "messages"
+        assert (got["counts"]["kept"], got["counts"]["dropped_duplicates"], got["counts"]["dropped_empty_response"]) \
+            == (3, 1, 1)
+        assert pq.read_table(samples).column("response").to_pylist() == ["A0.", "A1.", "A2."]
+
+
+def test_json_and_jsonl_with_a_utf8_byte_order_mark(tmp_path):
+    bom = "\ufeff".encode("utf-8")
+    as_json = tmp_path / "bom.json"
+    as_json.write_bytes(bom + json.dumps(alpaca(2), ensure_ascii=False).encode("utf-8"))
+    as_jsonl = tmp_path / "bom.jsonl"
+    as_jsonl.write_bytes(bom + "".join(json.dumps(r) + "\r\n" for r in alpaca(2)).encode("utf-8"))
+    assert read_records(as_json) == alpaca(2)
+    assert read_records(as_jsonl) == alpaca(2)
+    bad = tmp_path / "bom_bad.json"  # the mark does not shift the byte offset an encoding error names
+    bad.write_bytes(bom + '[{"instruction": "caf\xe9", "output": "x"}]'.encode("latin-1"))
+    with pytest.raises(InputError, match="bom_bad.json: not valid UTF-8 at byte 24 .line 1."):
+        read_records(bad)
+
+
+def test_schema_formats_are_the_loader_formats():
+    from pathlib import Path
+
+    import yaml
+
+    from selectit.data import FORMATS
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
+    assert schema["properties"]["datasets"]["additionalProperties"]["properties"]["format"]["enum"] == list(FORMATS)
+
+
 def test_policies_are_counted():
     recs = alpaca(3) + [{"instruction": "Empty?", "input": "", "output": "  "}, alpaca(1)[0],
                         {"instruction": 42, "input": "", "output": "Forty-two."}]
