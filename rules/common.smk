@@ -1,8 +1,12 @@
 # Names, paths and input functions used by every rule file. The logic is in selectit.workflow.
 import json
 
-from selectit.workflow import rating_prompts, shard_hashes
+from selectit import layout
+from selectit.workflow import file_digest, rating_prompts, shard_hashes
 from selectit.data import shard_names
+from selectit.errors import InputError
+from selectit.methods import LEVELS, NAME_PATTERN, resolve, select_settings
+from selectit.methods import parse as parse_method
 from selectit.models import rater_gpus
 
 DATASETS = config["datasets"]
@@ -17,8 +21,10 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
     prompt="p[0-9a-f]{10}",
     shard="shard[0-9]{3}",
-    method="[a-z_]+(-alpha[0-9.]+)?(-k[0-9]+)?",
+    method=NAME_PATTERN,
     proportion="[0-9.]+",
+    k="[0-9]+",
+    alpha="[0-9][0-9.e+-]*",
 
 
 def model_gpus(model):
@@ -57,7 +63,7 @@ def rating_data_input(wildcards):
     path = DATASETS[wildcards.dataset].get("path")
     if path:
         return ancient(path)
-    return f"results/data/{wildcards.dataset}/samples.parquet"
+    return layout.SAMPLES.format(dataset=wildcards.dataset)
 
 
 def shard_hash(wildcards):
@@ -66,7 +72,7 @@ def shard_hash(wildcards):
 
 def rating_shards(wildcards):
     return expand(
-        "results/ratings/{dataset}/{model}/{prompt}/{shard}.parquet",
+        layout.RATING_SHARD,
         dataset=wildcards.dataset,
         model=wildcards.model,
         prompt=[p.id for p in PROMPTS],
@@ -74,18 +80,11 @@ def rating_shards(wildcards):
     )
 
 
-def model_logits(wildcards):
-    return {m: f"results/scores/{wildcards.dataset}/{m}/logits.parquet" for m in MODELS}
-
-
 def model_infos(wildcards):
-    return {m: f"results/models/{m}/model.json" for m in MODELS}
+    return {m: layout.MODEL_INFO.format(model=m) for m in MODELS}
 
 
-def subset_path(dataset, method, proportion):
-    """`full` keeps everything, so its subset is always named 1.0 whatever the proportion."""
-    proportion = 1.0 if method == "full" else proportion
-    return f"results/subsets/{dataset}/{method}/{proportion}.json"
+subset_path = layout.subset
 
 
 def subset_targets():
@@ -152,19 +151,94 @@ def judge_model(wildcards):
 
 def baseline_scores(wildcards):
     """The merged IFD or judge table, for those two selection methods only."""
-    method = wildcards.method.split("-")[0]
-    if method in ("ifd", "judge"):
-        return {method: f"results/scores/{wildcards.dataset}/{method}.parquet"}
+    kind = parse_method(wildcards.method).kind
+    if kind in ("ifd", "judge"):
+        return {kind: layout.BASELINE.format(dataset=wildcards.dataset, baseline=kind)}
     return {}
 
 
-def judge_threshold(wildcards):
-    """A param of the judge subsets only, so a threshold edit reruns nothing else."""
-    return JUDGE["threshold"] if wildcards.method == "judge" else None
+# ------------------------------------------------------------------- selection methods (selectit.methods)
+# Every configured name is resolved now, so a bad name or a K above n_prompts stops `snakemake -n`.
+for _name in SELECTION["methods"]:
+    try:
+        resolve(_name, config)
+    except InputError as exc:
+        raise InputError(f"config selection.methods: {exc}") from None
+LEVEL_PATTERN = f"({'|'.join(LEVELS)})(-alpha[0-9.]+)?(-k[0-9]+)?"
+# The selection settings a method may depend on (selectit.methods.Kind.settings): its select job's params.
+SELECT_VALUES = {"seed": SELECTION["seed"], "threshold": JUDGE["threshold"]}
+
+
+def level_inputs(wildcards):
+    """A score level reads every rater's token file (token_r, model_r: the first prompt) or sentence file
+    of its own K and alpha (sentence_r, selectit), and the raters' model.json (thetas, fingerprints).
+    """
+    m = resolve(wildcards.method, config)
+    d = wildcards.dataset
+    if m.spec.source == "token":
+        sources = [layout.TOKEN.format(dataset=d, model=r) for r in MODELS]
+    else:
+        sources = [layout.sentence(d, r, m.k, m.alpha) for r in MODELS]
+    return {"sources": sources, "infos": list(model_infos(wildcards).values())}
+
+
+def levels_read(methods):
+    """The score levels a list of methods reads, with the configured ones that fuse_scores gathers."""
+    out = set(LEVELS)
+    for m in methods:
+        reads = parse_method(m).spec.reads
+        out |= (
+            {m}
+            if reads == "level"
+            else ({"selectit"} if reads == "selectit" else set())
+        )
+    return sorted(out)
+
+
+def sentence_points(levels):
+    """(k, alpha file name) of every sentence file those levels read."""
+    return sorted(
+        {
+            (m.k, layout.alpha_name(m.alpha))
+            for m in (resolve(name, config) for name in levels)
+            if m.spec.source == "sentence"
+        }
+    )
+
+
+def fused_inputs(wildcards):
+    d, k, alpha = wildcards.dataset, config["n_prompts"], config["scoring"]["alpha"]
+    return {
+        "samples": layout.SAMPLES.format(dataset=d),
+        "token": [layout.TOKEN.format(dataset=d, model=r) for r in MODELS],
+        "sentence": [layout.sentence(d, r, k, alpha) for r in MODELS],
+        "levels": [layout.LEVEL.format(dataset=d, method=m) for m in LEVELS],
+    }
+
+
+def method_scores(dataset, method):
+    """The score table a method selects by (its declaration's `reads`), or None."""
+    reads = parse_method(method).spec.reads
+    if reads == "level":
+        return layout.LEVEL.format(dataset=dataset, method=method)
+    if reads == "selectit":
+        return layout.LEVEL.format(dataset=dataset, method="selectit")
+    if reads in ("ifd", "judge"):
+        return layout.BASELINE.format(dataset=dataset, baseline=reads)
+    return None
+
+
+def selection_inputs(wildcards):
+    d = wildcards.dataset
+    scores = method_scores(d, wildcards.method)
+    return {
+        "samples": layout.SAMPLES.format(dataset=d),
+        "report": layout.DATA_REPORT.format(dataset=d),
+        **({"scores": scores} if scores else {}),
+    }
 
 
 # ------------------------------------------------------------------------ training and evaluation
-from selectit.errors import InputError
 from selectit.evaluation import BENCHMARKS
 from selectit.evaluation.cli import check_settings, data_files
 
@@ -226,11 +300,27 @@ wildcard_constraints:
 
 
 def base_model_info(wildcards):
-    return f"results/models/{base_model(wildcards.base)}/model.json"
+    return layout.MODEL_INFO.format(model=base_model(wildcards.base))
+
+
+def _selected(wildcards):
+    return checkpoints.select_subset.get(
+        dataset=wildcards.dataset,
+        method=wildcards.method,
+        proportion=wildcards.proportion,
+    ).output.alpaca
 
 
 def training_subset(wildcards):
-    return subset_path(wildcards.dataset, wildcards.method, wildcards.proportion)
+    """The subset, by content: its file time is ignored (ancient) and its digest is a param, so a subset
+    rewritten with the same records (a reorder, an edit that leaves the selection as it was) trains
+    nothing again. select_subset is a checkpoint, so the digest is read after the subset is (re)written.
+    """
+    return ancient(_selected(wildcards))
+
+
+def training_subset_digest(wildcards):
+    return file_digest(_selected(wildcards))
 
 
 def deepspeed_config(wildcards):
@@ -238,11 +328,7 @@ def deepspeed_config(wildcards):
     return [path] if path else []
 
 
-def run_dir(stage, base, dataset, method, proportion, seed):
-    """`results/{stage}/...` of one run (stage: train or eval). Like subset_path, `full` is always
-    trained (and named) at proportion 1.0."""
-    proportion = 1.0 if method == "full" else proportion
-    return f"results/{stage}/{base}/{dataset}/{method}/{proportion}/seed{seed}"
+run_dir = layout.run_dir
 
 
 def run_dirs(stage):

@@ -1,11 +1,17 @@
+# The scoring chain as the data flows: each level is computed once and read by the next step.
+#   rating shards -> merge_ratings (logits) -> token_scores (Eq. 2-3, once per rater)
+#   -> sentence_scores (Eq. 4, once per rater and (K, alpha) in use) -> level_scores (one selection score
+#   per score-level method: Eq. 5 or the largest-weight rater) -> select_subset (rules/selection.smk).
+# fuse_scores gathers the configured levels into one table for the tables, figures and releases.
+
+
 rule merge_ratings:
-    """All shards x prompts of one model, checked complete; token-level scores per prompt (Eq. 2-3)."""
+    """All shards x prompts of one rater, checked complete and aligned with the samples."""
     input:
-        samples="results/data/{dataset}/samples.parquet",
+        samples=layout.SAMPLES,
         ratings=rating_shards,
     output:
-        logits="results/scores/{dataset}/{model}/logits.parquet",
-        token="results/scores/{dataset}/{model}/token.parquet",
+        logits=layout.LOGITS,
     log:
         "logs/merge_ratings/{dataset}/{model}.log",
     benchmark:
@@ -14,42 +20,72 @@ rule merge_ratings:
         "../envs/scoring.yaml"
     params:
         prompt_ids=[p.id for p in PROMPTS],
-        variant=config["scoring"]["variant"],
     script:
         "../scripts/merge_ratings.py"
 
 
-rule sentence_scores:
-    """Sentence-level score of one model (Eq. 4)."""
+rule token_scores:
+    """Token-level scores of every prompt of one rater (Eq. 2-3, scoring.variant)."""
     input:
-        token="results/scores/{dataset}/{model}/token.parquet",
+        logits=layout.LOGITS,
     output:
-        sentence="results/scores/{dataset}/{model}/sentence.parquet",
+        token=layout.TOKEN,
     log:
-        "logs/sentence_scores/{dataset}/{model}.log",
+        "logs/token_scores/{dataset}/{model}.log",
     benchmark:
-        "benchmarks/sentence_scores/{dataset}/{model}.tsv"
+        "benchmarks/token_scores/{dataset}/{model}.tsv"
     conda:
         "../envs/scoring.yaml"
     params:
-        alpha=config["scoring"]["alpha"],
+        variant=config["scoring"]["variant"],
+    script:
+        "../scripts/token_scores.py"
+
+
+rule sentence_scores:
+    """Sentence-level score of one rater over prompts 1..k at alpha (Eq. 4); the file is named by both."""
+    input:
+        token=layout.TOKEN,
+    output:
+        sentence=layout.SENTENCE,
+    log:
+        "logs/sentence_scores/{dataset}/{model}/k{k}-alpha{alpha}.log",
+    benchmark:
+        "benchmarks/sentence_scores/{dataset}/{model}/k{k}-alpha{alpha}.tsv"
+    conda:
+        "../envs/scoring.yaml"
     script:
         "../scripts/sentence_scores.py"
 
 
-rule fuse_scores:
-    """Every level for every sample: token/sentence per model, Token-R, Sentence-R, Model-R, SelectIT (Eq. 5)."""
+rule level_scores:
+    """One score-level method's selection score (token_r, sentence_r, model_r, selectit and their sweeps),
+    from the token or sentence files its declaration names (selectit.methods)."""
     input:
-        samples="results/data/{dataset}/samples.parquet",
-        logits=lambda w: list(model_logits(w).values()),
-        infos=lambda w: list(model_infos(w).values()),
-        sentence=lambda w: expand(
-            "results/scores/{dataset}/{model}/sentence.parquet",
-            dataset=w.dataset,
-            model=MODELS,
-        ),
+        unpack(level_inputs),
     output:
-        scores="results/scores/{dataset}/selectit.parquet",
+        scores=layout.LEVEL,
+    log:
+        "logs/level_scores/{dataset}/{method}.log",
+    benchmark:
+        "benchmarks/level_scores/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=LEVEL_PATTERN,
+    conda:
+        "../envs/scoring.yaml"
+    params:
+        models=list(MODELS),
+        model_weights=config["scoring"]["model_weights"],
+    script:
+        "../scripts/level_scores.py"
+
+
+rule fuse_scores:
+    """Every level of the configured K and alpha for every sample, gathered (nothing is recomputed)."""
+    input:
+        unpack(fused_inputs),
+    output:
+        scores=layout.FUSED,
     log:
         "logs/fuse_scores/{dataset}.log",
     benchmark:
@@ -58,7 +94,7 @@ rule fuse_scores:
         "../envs/scoring.yaml"
     params:
         models=list(MODELS),
-        scoring=config["scoring"],
-        n_prompts=config["n_prompts"],
+        levels=list(LEVELS),
+        k=config["n_prompts"],
     script:
         "../scripts/fuse_scores.py"

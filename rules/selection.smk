@@ -1,16 +1,14 @@
-rule select_subset:
-    """A subset per (method, proportion) as Alpaca JSON + ShareGPT JSON + manifest."""
+checkpoint select_subset:
+    """A subset per (method, proportion) as Alpaca JSON + ShareGPT JSON + manifest. Inputs and params come
+    from the method's declaration (selectit.methods), so a subset is re-selected exactly when what it reads
+    changes. A checkpoint: training reads the subset's content digest once it is written.
+    """
     input:
-        unpack(baseline_scores),  # ifd / judge methods: their merged score table
-        samples="results/data/{dataset}/samples.parquet",
-        report="results/data/{dataset}/report.json",
-        scores="results/scores/{dataset}/selectit.parquet",
-        logits=lambda w: list(model_logits(w).values()),
-        infos=lambda w: list(model_infos(w).values()),
+        unpack(selection_inputs),
     output:
-        alpaca="results/subsets/{dataset}/{method}/{proportion}.json",
-        sharegpt="results/subsets/{dataset}/{method}/{proportion}.sharegpt.json",
-        manifest="results/subsets/{dataset}/{method}/{proportion}.manifest.json",
+        alpaca=layout.SUBSET,
+        sharegpt=layout.SUBSET_SHAREGPT,
+        manifest=layout.SUBSET_MANIFEST,
     log:
         "logs/select_subset/{dataset}/{method}/{proportion}.log",
     benchmark:
@@ -18,11 +16,6 @@ rule select_subset:
     conda:
         "../envs/selection.yaml"
     params:
-        models=list(MODELS),
-        scoring=config["scoring"],
-        n_prompts=config["n_prompts"],
-        seed=SELECTION["seed"],
-        prompt_ids=[p.id for p in PROMPTS],
-        judge_threshold=judge_threshold,
+        settings=lambda w: select_settings(w.method, SELECT_VALUES),
     script:
         "../scripts/select_subset.py"

@@ -73,9 +73,20 @@ TABLE_EXPECTED_BENCHMARKS = {
     "merge_ratings": expand(
         rules.merge_ratings.benchmark, dataset=TABLE_DATASETS, model=list(MODELS)
     ),
-    "sentence_scores": expand(
-        rules.sentence_scores.benchmark, dataset=TABLE_DATASETS, model=list(MODELS)
+    "token_scores": expand(
+        rules.token_scores.benchmark, dataset=TABLE_DATASETS, model=list(MODELS)
     ),
+    "sentence_scores": [
+        rules.sentence_scores.benchmark.format(dataset=d, model=r, k=k, alpha=a)
+        for d in TABLE_DATASETS
+        for r in MODELS
+        for k, a in sentence_points(levels_read(m for _, m, _ in TABLE_SUBSETS))
+    ],
+    "level_scores": [
+        rules.level_scores.benchmark.format(dataset=d, method=m)
+        for d in TABLE_DATASETS
+        for m in levels_read(m for _, m, _ in TABLE_SUBSETS)
+    ],
     "fuse_scores": expand(rules.fuse_scores.benchmark, dataset=TABLE_DATASETS),
     "select_subset": [
         rules.select_subset.benchmark.format(dataset=d, method=m, proportion=q)

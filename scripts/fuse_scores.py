@@ -1,7 +1,7 @@
-from selectit.fusion import fuse_to_file
+from selectit.fusion import fused_file
 from selectit.smk import step
 
 with step(snakemake):
-    p = snakemake.params
-    fuse_to_file(snakemake.input.samples, dict(zip(p.models, snakemake.input.logits)),
-                 dict(zip(p.models, snakemake.input.infos)), p.scoring, p.n_prompts, snakemake.output.scores)
+    p, i = snakemake.params, snakemake.input
+    fused_file(i.samples, dict(zip(p.models, i.token)), dict(zip(p.models, i.sentence)),
+               dict(zip(p.levels, i.levels)), p.k, snakemake.output.scores)

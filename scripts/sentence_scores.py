@@ -2,4 +2,5 @@ from selectit.fusion import sentence_file
 from selectit.smk import step
 
 with step(snakemake):
-    sentence_file(snakemake.input.token, snakemake.params.alpha, snakemake.output.sentence)
+    w = snakemake.wildcards
+    sentence_file(snakemake.input.token, int(w.k), float(w.alpha), snakemake.output.sentence)

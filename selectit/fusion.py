@@ -98,18 +98,15 @@ def _samples(samples_path: str | Path) -> pd.DataFrame:
 
 
 def merge_model_files(rating_paths: Sequence[str | Path], samples_path: str | Path, prompt_ids: Sequence[str],
-                      model: str, variant: str, logits_out: str | Path, token_out: str | Path) -> None:
-    """Merge one model's rating shards (checked complete) into logits.parquet and token.parquet."""
+                      model: str, logits_out: str | Path) -> None:
+    """Merge one model's rating shards (checked complete) into logits.parquet, aligned with the samples."""
     samples = _samples(samples_path)
     logits, _ = merge_model_ratings(rating_paths, samples["id"], prompt_ids, model)
-    n, p, k = logits.shape
+    k = logits.shape[2]
     cols = {"id": samples["id"].tolist()}
     for j, pid in enumerate(prompt_ids):
         cols[pid] = list(logits[:, j, :])
     write_parquet_atomic(pa.table(cols), logits_out, {"model": model, "prompt_ids": list(prompt_ids), "k": k})
-    tokens = scoring.token_level(logits.reshape(n * p, k), variant).reshape(n, p)
-    tcols = {"id": samples["id"].tolist(), **{pid: tokens[:, j] for j, pid in enumerate(prompt_ids)}}
-    write_parquet_atomic(pa.table(tcols), token_out, {"model": model, "variant": variant})
 
 
 def read_logits(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -118,13 +115,6 @@ def read_logits(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     ids = table.column("id").to_pylist()
     arr = np.stack([np.stack(table.column(pid).to_numpy(zero_copy_only=False)) for pid in prompt_ids], axis=1)
     return ids, prompt_ids, arr.astype(np.float32)
-
-
-def sentence_file(token_path: str | Path, alpha: float, out: str | Path) -> None:
-    token = pq.read_table(token_path).to_pandas()
-    prompts = [c for c in token.columns if c != "id"]
-    sent = scoring.sentence_level(token[prompts].to_numpy(), alpha)
-    write_parquet_atomic(pa.table({"id": token["id"], "sentence": sent}), out, {"alpha": alpha})
 
 
 def resolve_weights(models: Sequence[str], thetas: dict[str, float], weights: str | dict[str, float]) -> dict[str, float]:
@@ -138,6 +128,13 @@ def resolve_weights(models: Sequence[str], thetas: dict[str, float], weights: st
             raise InputError(f"model_weights has no weight for models {missing}")
         return {m: float(weights[m]) for m in models}
     raise InputError(f"model_weights must be 'param' or a mapping model -> weight, got {weights!r}")
+
+
+def weights_from_files(info_paths: dict[str, str | Path], model_weights: str | dict[str, float]) -> dict[str, float]:
+    import json
+
+    thetas = {m: json.loads(Path(p).read_text())["theta"] for m, p in info_paths.items()}
+    return resolve_weights(list(info_paths), thetas, model_weights)
 
 
 def fuse_files(samples_path: str | Path, logits_paths: dict[str, str | Path], weights: dict[str, float],
@@ -157,18 +154,117 @@ def fuse_files(samples_path: str | Path, logits_paths: dict[str, str | Path], we
     return scores
 
 
-def weights_from_files(info_paths: dict[str, str | Path], model_weights: str | dict[str, float]) -> dict[str, float]:
+# --------------------------------------------------------------- the scoring DAG, one file per level
+# merge_model_files -> logits; token_file -> token (Eq. 2-3, once per rater); sentence_file -> sentence of
+# prompts 1..K at alpha (Eq. 4, once per rater and (K, alpha) in use); level_file -> one selection score
+# (Eq. 5 or the largest-weight rater); fused_file gathers the configured levels for the tables and figures.
+
+
+def _read_meta(path: str | Path) -> dict:
     import json
 
-    thetas = {m: json.loads(Path(p).read_text())["theta"] for m, p in info_paths.items()}
-    return resolve_weights(list(info_paths), thetas, model_weights)
+    raw = (pq.read_schema(path).metadata or {}).get(b"selectit")
+    return json.loads(raw) if raw else {}
 
 
-def fuse_to_file(samples_path: str | Path, logits_paths: dict[str, str | Path], info_paths: dict[str, str | Path],
-                 scoring_cfg: dict, n_prompts: int | None, out: str | Path) -> pd.DataFrame:
-    """The per-sample score table of the configured alpha / K / variant / weights (selectit.parquet)."""
-    weights = weights_from_files(info_paths, scoring_cfg["model_weights"])
-    scores = fuse_files(samples_path, logits_paths, weights, scoring_cfg["alpha"], scoring_cfg["variant"], n_prompts)
-    meta = {"weights": weights, **{k: scoring_cfg[k] for k in ("alpha", "variant")}, "n_prompts": n_prompts}
-    write_parquet_atomic(pa.Table.from_pandas(scores, preserve_index=False), out, meta)
-    return scores
+def token_file(logits_path: str | Path, variant: str, out: str | Path) -> None:
+    """Token-level scores (Eq. 2-3) of every prompt of one rater."""
+    ids, prompt_ids, arr = read_logits(logits_path)
+    n, p, k = arr.shape
+    tokens = scoring.token_level(arr.reshape(n * p, k), variant).reshape(n, p)
+    meta = _read_meta(logits_path)
+    cols = {"id": ids, **{pid: tokens[:, j] for j, pid in enumerate(prompt_ids)}}
+    write_parquet_atomic(pa.table(cols), out, {"model": meta.get("model"), "variant": variant,
+                                               "prompt_ids": prompt_ids})
+
+
+def sentence_file(token_path: str | Path, k: int, alpha: float, out: str | Path) -> None:
+    """Sentence-level scores (Eq. 4) of one rater over its prompts 1..k."""
+    token = pq.read_table(token_path).to_pandas()
+    prompts = [c for c in token.columns if c != "id"]
+    if not 1 <= k <= len(prompts):
+        raise InputError(f"{token_path}: K = {k} prompts asked for, {len(prompts)} rated")
+    sent = scoring.sentence_level(token[prompts[:k]].to_numpy(), alpha)
+    meta = _read_meta(token_path)
+    write_parquet_atomic(pa.table({"id": token["id"], "sentence": sent}), out,
+                         {**meta, "alpha": alpha, "k": k, "prompt_ids": prompts[:k]})
+
+
+def _aligned(paths: dict[str, str | Path], column: str | None) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The per-rater score column of each file (None: the first score column), checked aligned."""
+    ids, out = None, {}
+    for model, path in paths.items():
+        table = pq.read_table(path).to_pandas()
+        these = table["id"].tolist()
+        if ids is not None and these != ids:
+            raise IncompleteRatingsError(f"{path}: sample ids do not match the other raters' score files")
+        ids = these
+        out[model] = table[column if column else [c for c in table.columns if c != "id"][0]].to_numpy()
+    return ids, out
+
+
+def level_scores(kind: str, per_model: dict[str, np.ndarray], weights: dict[str, float]) -> tuple[np.ndarray, str | None]:
+    """One selection score from the raters' token (first prompt) or sentence scores: Eq. 5 with the
+    weights for the fused kinds (model_r, selectit), else the rater with the largest weight."""
+    from selectit.methods import KINDS
+
+    models = list(per_model)
+    if KINDS[kind].fused:
+        return scoring.model_level(np.column_stack([per_model[m] for m in models]),
+                                   [weights[m] for m in models]), None
+    level_model = max(models, key=lambda m: weights[m])
+    return per_model[level_model], level_model
+
+
+def level_file(method: str, source_paths: dict[str, str | Path], info_paths: dict[str, str | Path],
+               model_weights: str | dict[str, float], out: str | Path) -> None:
+    """The selection score of one score-level method (token_r, sentence_r, model_r, selectit and their
+    sweeps) from the raters' token or sentence files: results/scores/{dataset}/levels/{method}.parquet."""
+    from selectit.methods import parse
+
+    kind = parse(method).kind
+    weights = weights_from_files(info_paths, model_weights)
+    ids, per_model = _aligned(source_paths, None)
+    score, level_model = level_scores(kind, per_model, weights)
+    metas = {m: _read_meta(p) for m, p in source_paths.items()}
+    import json
+
+    infos = {m: json.loads(Path(p).read_text()) for m, p in info_paths.items()}
+    first = next(iter(metas.values()))
+    meta = {"method": method, "weights": weights, "level_model": level_model,
+            "model_fingerprints": {m: i["fingerprint"] for m, i in infos.items()},
+            "variant": first.get("variant"), "alpha": first.get("alpha"), "k": first.get("k"),
+            "prompt_ids": first.get("prompt_ids") if "k" in first else first.get("prompt_ids", [])[:1]}
+    write_parquet_atomic(pa.table({"id": ids, "score": score}), out, meta)
+
+
+def fused_file(samples_path: str | Path, token_paths: dict[str, str | Path], sentence_paths: dict[str, str | Path],
+               level_paths: dict[str, str | Path], k: int, out: str | Path) -> pd.DataFrame:
+    """The per-sample table of every level at the configured K and alpha (selectit.parquet), gathered from
+    the files of the levels: nothing is recomputed here."""
+    samples = _samples(samples_path)
+    frame = pd.DataFrame({"id": samples["id"].tolist(), "index": samples["index"].to_numpy()})
+    ids = frame["id"].tolist()
+
+    def check(path, table):
+        if table["id"].tolist() != ids:
+            raise IncompleteRatingsError(f"{path}: sample ids do not match {samples_path}; rerun the merge")
+
+    meta = {}
+    for model in token_paths:
+        token = pq.read_table(token_paths[model]).to_pandas()
+        check(token_paths[model], token)
+        for pid in [c for c in token.columns if c != "id"][:k]:
+            frame[f"token/{model}/{pid}"] = token[pid].to_numpy()
+        sent = pq.read_table(sentence_paths[model]).to_pandas()
+        check(sentence_paths[model], sent)
+        frame[f"sentence/{model}"] = sent["sentence"].to_numpy()
+    for level, path in level_paths.items():
+        table = pq.read_table(path).to_pandas()
+        check(path, table)
+        frame[level] = table["score"].to_numpy()
+        meta = _read_meta(path) if level == "selectit" else meta
+    write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), out,
+                         {"weights": meta.get("weights"), "alpha": meta.get("alpha"), "variant": meta.get("variant"),
+                          "n_prompts": k})
+    return frame

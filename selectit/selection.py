@@ -1,25 +1,22 @@
-"""Selection methods and subset files (Alpaca JSON, ShareGPT JSON, manifest).
+"""Selection and subset files (Alpaca JSON, ShareGPT JSON, manifest).
 
-A method name is one of
-- ``full``: every sample (the proportion is ignored; use 1.0),
-- ``random``: int(N * proportion) samples drawn with the configured seed,
-- ``selectit``, ``token_r``, ``sentence_r``, ``model_r``: the top of that score (see selectit.fusion),
-  optionally with overrides ``-alpha<a>`` and/or ``-k<K>`` (e.g. ``selectit-alpha0.4``, ``selectit-k3``)
-  for the alpha and K sweeps (re-fused from the stored logits, no re-rating),
-- ``length``: the longest responses (top by response character length),
-- ``random_unselected``: a random draw of the same size from the samples SelectIT did not select,
+The methods are declared in selectit.methods (names, labels, what each reads and depends on); this module
+holds how each selects:
+- ``full``: every sample; ``random``: int(N * proportion) samples drawn with the seed, in sample order;
+- the score levels ``token_r``, ``sentence_r``, ``model_r``, ``selectit`` and their sweeps: the top of the
+  method's level table (results/scores/{dataset}/levels/{method}.parquet, column ``score``), best first;
+- ``length``: the longest responses; ``random_unselected``: a random draw of the same size from the samples
+  the SelectIT level did not select;
 - ``ifd``: Q2Q / Cherry LLM (selectit.ifd): the highest IFD among the samples with IFD < 1; samples with
-  IFD >= 1 (the instruction does not help; Cherry LLM drops them) rank after all others,
+  IFD >= 1 (the instruction does not help; Cherry LLM drops them) rank after all others;
 - ``judge``: AlpaGasus-style (selectit.judge): the highest judge scores, size-matched with the other methods
   (ties to the earlier sample; unparsed judge answers last); the manifest also counts the samples that reach
-  the AlpaGasus threshold (``selection.judge.threshold``, 4.5), the subset AlpaGasus itself keeps.
+  the AlpaGasus threshold (``selection.judge.threshold``), the subset AlpaGasus itself keeps.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -31,28 +28,9 @@ from selectit import scoring
 from selectit.atomic import write_json_atomic
 from selectit.errors import InputError
 
-SCORE_METHODS = ("selectit", "token_r", "sentence_r", "model_r")
-PLAIN_METHODS = ("full", "random", "length", "random_unselected")
-BASELINE_METHODS = ("ifd", "judge")  # scores from results/scores/{dataset}/{ifd,judge}.parquet
-_METHOD_RE = re.compile(r"^(?P<base>[a-z_]+)(?:-alpha(?P<alpha>[0-9.]+))?(?:-k(?P<k>[0-9]+))?$")
+from selectit.methods import KINDS, Method, parse
 
-
-@dataclass(frozen=True)
-class Method:
-    base: str
-    alpha: float | None = None
-    k: int | None = None
-
-
-def parse_method(name: str) -> Method:
-    m = _METHOD_RE.match(name)
-    if not m or m["base"] not in SCORE_METHODS + PLAIN_METHODS + BASELINE_METHODS:
-        raise InputError(f"unknown selection method {name!r}; use one of "
-                         f"{SCORE_METHODS + PLAIN_METHODS + BASELINE_METHODS}, "
-                         "optionally with -alpha<a> / -k<K> for score methods (e.g. selectit-alpha0.4)")
-    if (m["alpha"] or m["k"]) and m["base"] not in SCORE_METHODS:
-        raise InputError(f"method {name!r}: -alpha/-k apply only to {SCORE_METHODS}")
-    return Method(m["base"], float(m["alpha"]) if m["alpha"] else None, int(m["k"]) if m["k"] else None)
+parse_method = parse  # the one parser of method names (selectit.methods)
 
 
 def ifd_order(ifd: np.ndarray) -> np.ndarray:
@@ -76,8 +54,9 @@ def select_ids(method: Method, proportion: float, samples: pd.DataFrame, scores:
                seed: int) -> list[str]:
     """Ids of the selected samples, best first for score methods, in sample order otherwise.
 
-    `samples` and `scores` are aligned row by row (same ids, same order, sorted by original index); for
-    ``ifd`` / ``judge`` `scores` is the merged IFD / judge table (column ``ifd`` / ``score``)."""
+    `samples` and `scores` are aligned row by row (same ids, same order, sorted by original index); `scores`
+    is what the method reads (selectit.methods): its level table or the SelectIT level (column ``score``),
+    the merged IFD table (column ``ifd``) or the judge table (column ``score``)."""
     if not 0 < proportion <= 1:
         raise InputError(f"proportion must be in (0, 1], got {proportion}")
     n = len(samples)
@@ -98,13 +77,13 @@ def select_ids(method: Method, proportion: float, samples: pd.DataFrame, scores:
     if method.base == "judge":
         return list(ids[judge_order(scores["score"].to_numpy())[:n_keep]])
     if method.base == "random_unselected":
-        chosen = set(scoring.select_top(scores["selectit"].to_numpy(), proportion))
+        chosen = set(scoring.select_top(scores["score"].to_numpy(), proportion))
         rest = np.array([i for i in range(n) if i not in chosen])
         if len(rest) < n_keep:
             raise InputError(f"only {len(rest)} unselected samples remain; proportion {proportion} needs {n_keep}")
         rng = np.random.default_rng(seed)
         return list(ids[np.sort(rng.choice(rest, n_keep, replace=False))])
-    return list(ids[scoring.select_top(scores[method.base].to_numpy(), proportion)])
+    return list(ids[scoring.select_top(scores["score"].to_numpy(), proportion)])
 
 
 def package_versions(names: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "torch", "transformers")) -> dict:
@@ -169,48 +148,39 @@ def _judge_counts(path: str | Path, table: pd.DataFrame, selected: list[str], th
 
 
 def make_subset_from_files(method_name: str, proportion: float, samples_path: str | Path, report_path: str | Path,
-                           logits_paths: dict[str, str | Path], info_paths: dict[str, str | Path], scoring: dict,
-                           n_prompts: int | None, prompt_ids: list[str], seed: int, alpaca_path: str | Path,
-                           sharegpt_path: str | Path, manifest_path: str | Path, ifd_path: str | Path | None = None,
-                           judge_path: str | Path | None = None, judge_threshold: float | None = None) -> list[str]:
-    """Select with one method at one proportion (re-fusing for -alpha/-k overrides) and write the subset.
+                           settings: dict[str, Any], alpaca_path: str | Path, sharegpt_path: str | Path,
+                           manifest_path: str | Path, scores_path: str | Path | None = None) -> list[str]:
+    """Select with one method at one proportion and write the subset.
 
-    ``ifd`` needs ifd_path (results/scores/{dataset}/ifd.parquet), ``judge`` judge_path and judge_threshold."""
-    from selectit.fusion import _samples, fuse_files, weights_from_files
+    `scores_path` is what the method reads (selectit.methods.Kind.reads): its level table, the SelectIT
+    level (random_unselected), the merged IFD or judge table; None for full, random and length. `settings`
+    are the values it depends on besides (seed, threshold). The manifest records exactly these inputs."""
+    from selectit.fusion import _samples
 
-    method = parse_method(method_name)
+    method = parse(method_name)
+    kind = KINDS[method.kind]
+    missing = sorted(set(kind.settings) - set(settings))
+    if missing:
+        raise InputError(f"method {method_name!r} needs the settings {missing}")
     samples = _samples(samples_path)
-    weights = weights_from_files(info_paths, scoring["model_weights"])
-    alpha = scoring["alpha"] if method.alpha is None else method.alpha
-    k = n_prompts if method.k is None else method.k
-    if k is not None and k > len(prompt_ids):
-        raise InputError(f"method {method_name!r} asks for K={k} prompts but only {len(prompt_ids)} were rated")
     scores = None
-    if method.base in SCORE_METHODS + ("random_unselected",):
-        scores = fuse_files(samples_path, logits_paths, weights, alpha, scoring["variant"], k)
-    baseline: dict[str, Any] = {}
-    if method.base in BASELINE_METHODS:
-        path = ifd_path if method.base == "ifd" else judge_path
-        if path is None:
-            raise InputError(f"method {method_name!r} needs its merged score table (results/scores/<dataset>/"
-                             f"{method.base}.parquet)")
-        scores = pd.read_parquet(path)
-    selected = select_ids(method, proportion, samples, scores, seed)
-    if method.base == "ifd":
-        baseline["ifd"] = _ifd_counts(ifd_path, scores, selected)
-    if method.base == "judge":
-        if judge_threshold is None:
-            raise InputError("method 'judge' needs selection.judge.threshold")
-        baseline["judge"] = _judge_counts(judge_path, scores, selected, judge_threshold)
+    if kind.reads is not None:
+        if scores_path is None:
+            raise InputError(f"method {method_name!r} needs its score table ({kind.reads})")
+        scores = pd.read_parquet(scores_path)
+    selected = select_ids(method, proportion, samples, scores, settings.get("seed", 0))
     report = json.loads(Path(report_path).read_text())
-    infos = {m: json.loads(Path(p).read_text()) for m, p in info_paths.items()}
-    manifest = {
-        "dataset_fingerprint": report.get("fingerprint"),
-        "model_fingerprints": {m: i["fingerprint"] for m, i in infos.items()},
-        "prompt_ids": prompt_ids[:k] if k else prompt_ids,
-        "config": {"method": method_name, "proportion": proportion, "seed": seed, "alpha": alpha,
-                   "n_prompts": k, "variant": scoring["variant"], "model_weights": weights},
-        **baseline,
-    }
+    manifest: dict[str, Any] = {"dataset_fingerprint": report.get("fingerprint"),
+                                "config": {"method": method_name, "proportion": proportion, **settings}}
+    if kind.reads in ("level", "selectit"):
+        meta = _score_table_meta(scores_path)
+        manifest["model_fingerprints"] = meta.get("model_fingerprints")
+        manifest["prompt_ids"] = meta.get("prompt_ids")
+        manifest["config"].update({k: meta.get(k) for k in ("alpha", "k", "variant", "weights", "level_model")
+                                   if meta.get(k) is not None})
+    if method.kind == "ifd":
+        manifest["ifd"] = _ifd_counts(scores_path, scores, selected)
+    if method.kind == "judge":
+        manifest["judge"] = _judge_counts(scores_path, scores, selected, settings["threshold"])
     write_subset(selected, samples, alpaca_path, sharegpt_path, manifest_path, manifest)
     return selected

@@ -44,3 +44,18 @@ def shard_hashes(dataset_spec: dict[str, Any]) -> dict[str, str]:
     """Hash of each shard's sample ids, read from the source file at DAG time, so a rating job reruns
     exactly when its shard's membership changes (and not when other records are added)."""
     return _shard_hashes(json.dumps(dataset_spec, sort_keys=True), int(dataset_spec["n_shards"]))
+
+
+@lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (cached per size and mtime within one Snakemake invocation)."""
+    st = Path(path).stat()
+    return _file_digest(str(path), st.st_size, st.st_mtime_ns)

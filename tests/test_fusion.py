@@ -55,7 +55,7 @@ def test_fuse_equals_equations_by_hand():
 def test_method_names():
     assert parse_method("selectit-alpha0.4-k3").alpha == 0.4
     assert parse_method("selectit-k3").k == 3
-    for bad in ["magic", "random-alpha0.2"]:
+    for bad in ["magic", "random-alpha0.2", "token_r-alpha0.4", "model_r-k3"]:  # token/model-level use no alpha, K
         with pytest.raises(InputError):
             parse_method(bad)
 
@@ -65,9 +65,56 @@ def test_random_unselected_is_disjoint_from_selectit():
 
     n = 50
     samples = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "response": ["x" * i for i in range(n)]})
-    scores = pd.DataFrame({"id": samples["id"], "selectit": np.random.default_rng(0).normal(size=n)})
+    scores = pd.DataFrame({"id": samples["id"], "score": np.random.default_rng(0).normal(size=n)})
     top = set(select_ids(parse_method("selectit"), 0.2, samples, scores, 0))
     rest = set(select_ids(parse_method("random_unselected"), 0.2, samples, scores, 0))
     assert len(top) == len(rest) == 10 and not top & rest
     longest = select_ids(parse_method("length"), 0.1, samples, scores, 0)
     assert longest == ["s49", "s48", "s47", "s46", "s45"]
+
+
+def test_file_chain_equals_fuse_and_computes_each_level_once(tmp_path):
+    """merge -> token -> sentence -> level -> fused (the workflow's scoring DAG) gives exactly what the
+    in-memory fuse() gives, for the configured levels and for an alpha / K sweep point."""
+    import json
+
+    import pandas as pd
+
+    from selectit import fusion
+
+    ids, prompts = [f"s{i}" for i in range(8)], ["pa", "pb", "pc"]
+    samples = pd.DataFrame({"id": ids[::-1], "index": list(range(8))[::-1], "instruction": ids, "response": ids})
+    pq.write_table(pa.Table.from_pandas(samples, preserve_index=False), tmp_path / "samples.parquet")
+    thetas = {"small": 1e6, "big": 3e6}
+    tok, sent, infos, logits = {}, {}, {}, {}
+    for seed, model in enumerate(thetas):
+        write_ratings(tmp_path / f"{model}.ratings.parquet", ids, prompts, seed=seed)
+        fusion.merge_model_files([tmp_path / f"{model}.ratings.parquet"], tmp_path / "samples.parquet", prompts,
+                                 model, tmp_path / f"{model}.logits.parquet")
+        logits[model] = fusion.read_logits(tmp_path / f"{model}.logits.parquet")[2]
+        fusion.token_file(tmp_path / f"{model}.logits.parquet", "paper", tmp_path / f"{model}.token.parquet")
+        tok[model] = tmp_path / f"{model}.token.parquet"
+        for k, alpha in [(3, 0.2), (2, 0.7)]:
+            fusion.sentence_file(tok[model], k, alpha, tmp_path / f"{model}.k{k}-{alpha}.parquet")
+        sent[model] = tmp_path / f"{model}.k3-0.2.parquet"
+        infos[model] = tmp_path / f"{model}.json"
+        infos[model].write_text(json.dumps({"theta": thetas[model], "fingerprint": model}))
+    levels = {}
+    for level in ("token_r", "sentence_r", "model_r", "selectit"):
+        source = tok if level in ("token_r", "model_r") else sent
+        levels[level] = tmp_path / f"{level}.parquet"
+        fusion.level_file(level, source, infos, "param", levels[level])
+    fused = fusion.fused_file(tmp_path / "samples.parquet", tok, sent, levels, 3, tmp_path / "fused.parquet")
+    order = sorted(range(8), key=lambda i: samples["index"][i])
+    sample_ids = samples["id"][order].tolist()
+    weights = {"small": 0.25, "big": 0.75}
+    expected = fuse(sample_ids, logits, prompts, weights, 0.2, "paper")
+    assert fused["id"].tolist() == sample_ids
+    pd.testing.assert_frame_equal(fused.drop(columns="index"), expected, check_exact=True)
+    fusion.level_file("selectit-alpha0.7-k2", {m: tmp_path / f"{m}.k2-0.7.parquet" for m in thetas}, infos, "param",
+                      tmp_path / "sweep.parquet")
+    sweep = fuse(sample_ids, logits, prompts, weights, 0.7, "paper", n_prompts=2)
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "sweep.parquet").column("score").to_numpy(),
+                                  sweep["selectit"].to_numpy())
+    meta = json.loads(pq.read_schema(tmp_path / "sweep.parquet").metadata[b"selectit"])
+    assert meta["alpha"] == 0.7 and meta["k"] == 2 and meta["prompt_ids"] == ["pa", "pb"]

@@ -149,10 +149,10 @@ def _baseline_subset(tmp_path, samples_path, model_json, method, proportion, **s
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"fingerprint": "fp"}))
     out = {k: tmp_path / f"subset.{k}.json" for k in ("alpaca", "sharegpt", "manifest")}
-    selected = make_subset_from_files(
-        method, proportion, samples_path, report, {}, {"tinya": model_json},
-        {"model_weights": "param", "alpha": 0.2, "variant": "paper"}, 2, ["p1", "p2"], 0,
-        out["alpaca"], out["sharegpt"], out["manifest"], **score_paths)
+    settings = {"threshold": score_paths.pop("judge_threshold")} if "judge_threshold" in score_paths else {}
+    scores_path = next(iter(score_paths.values()), None)
+    selected = make_subset_from_files(method, proportion, samples_path, report, settings, out["alpaca"],
+                                      out["sharegpt"], out["manifest"], scores_path)
     return selected, out
 
 
@@ -210,5 +210,5 @@ def test_ifd_subset_and_manifest_counts(tmp_path, tiny_model_dir):
     selected, out = _baseline_subset(tmp_path, samples_path, model_json, "ifd", 1.0, ifd_path=merged)
     assert selected[-2:] == ["s3", "s0"]
     assert json.loads(out["manifest"].read_text())["ifd"]["n_selected_ifd_at_least_1"] == 2
-    with pytest.raises(InputError, match="needs its merged score table"):
+    with pytest.raises(InputError, match="needs its score table"):
         _baseline_subset(tmp_path, samples_path, model_json, "ifd", 0.5)

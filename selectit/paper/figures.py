@@ -26,6 +26,7 @@ import pandas as pd
 
 from selectit.atomic import atomic_path, write_text_atomic
 from selectit.errors import InputError
+from selectit.methods import KINDS, LEVELS, label
 from selectit.paper import results, stats
 
 # The paper's reported statistics of Alpaca-GPT4 (its analysis section): full data, AlpaGasus, Selective Alpaca.
@@ -36,19 +37,13 @@ PAPER_REPORTED = {
 }
 PAPER_LABEL = "paper (Alpaca-GPT4)"
 LENGTH_METHODS = ["full", "judge", "selectit"]  # the length and calculation figure: full, AlpaGasus-style, SelectIT
-METHOD_LABELS = {"full": "Full data", "random": "Random", "judge": "AlpaGasus-style judge", "ifd": "IFD (Q2Q)",
-                 "token_r": "Token-R", "sentence_r": "Sentence-R", "model_r": "Model-R", "selectit": "SelectIT",
-                 "length": "Longest", "random_unselected": "Random of unselected"}
-LEVEL_LABELS = {"token_r": "Token-R", "sentence_r": "Sentence-R", "model_r": "Model-R", "selectit": "SelectIT"}
+LEVEL_LABELS = {level: KINDS[level].label for level in LEVELS}
 LENGTH_LABEL = "Average length (words)"  # instruction (with input) + response, see selectit.paper.stats
 CALCULATION_LABEL = "Calculation instructions (% of records)"
 DPI = 150
 
 
-def method_label(method: str) -> str:
-    base, _, rest = method.partition("-")
-    label = METHOD_LABELS.get(base, base)
-    return f"{label} ({rest})" if rest else label
+method_label = label  # the one labeller of selection methods (selectit.methods)
 
 
 # ----------------------------------------------------------------------------------------------- reading

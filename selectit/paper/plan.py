@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from selectit import methods
 from selectit.errors import InputError
 
 DEFAULTS: dict[str, Any] = {
@@ -82,28 +83,15 @@ def settings(config: dict) -> dict[str, Any]:
 
 def canonical(method: str, proportion: float, config: dict) -> tuple[str, float]:
     """The one name under which a (method, proportion) pair is selected, trained and evaluated."""
-    scoring = config.get("scoring") or {}
-    alpha, n_prompts = scoring.get("alpha", 0.2), config.get("n_prompts", 5)
-    base, *overrides = method.split("-")
-    kept = []
-    for o in overrides:
-        if o.startswith("alpha") and float(o[5:]) == alpha:
-            continue
-        if o.startswith("k") and int(o[1:]) == n_prompts:
-            continue
-        kept.append(o)
-    method = "-".join([base, *kept])
-    if method == "full" or (base == "selectit" and not kept and proportion == 1.0):
-        return "full", 1.0
-    return method, float(proportion)
+    return methods.canonical(method, proportion, config)
 
 
 def k_method(k: int) -> str:
-    return f"selectit-k{k}"
+    return methods.sweep_name("selectit", k=k)
 
 
 def alpha_method(alpha: float) -> str:
-    return f"selectit-alpha{alpha:g}"
+    return methods.sweep_name("selectit", alpha=alpha)
 
 
 def runs(config: dict) -> dict[str, list[Run]]:

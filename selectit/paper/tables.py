@@ -22,24 +22,15 @@ import pandas as pd
 import yaml
 
 from selectit.atomic import write_text_atomic
+from selectit import layout
 from selectit.errors import InputError
+from selectit.methods import KINDS, label
 from selectit.models import rater_gpus
 from selectit.paper import plan, stats
 from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
 
 OVERALL = "Overall"
-METHOD_LABELS = {
-    "full": "Full data",
-    "random": "Random",
-    "judge": "AlpaGasus (judge)",
-    "ifd": "Q2Q (IFD)",
-    "token_r": "Token-R",
-    "sentence_r": "Sentence-R",
-    "model_r": "Model-R",
-    "selectit": "SelectIT",
-    "length": "Top by length",
-    "random_unselected": "Random from unselected",
-}
+METHOD_LABELS = {name: kind.label for name, kind in KINDS.items()}  # the registry's labels (selectit.methods)
 STD_NOTE = ("Cells are mean ± sample standard deviation (ddof 1) over the training seeds {seeds}; "
             "with a single seed the deviation is left blank.")
 
@@ -56,20 +47,14 @@ PAPER_REPORTED = {
 # --------------------------------------------------------------------------------------------- paths
 
 
-def _proportion_dir(proportion: float) -> str:
-    return str(float(proportion))
-
-
 def eval_path(run: plan.Run, benchmark: str, root: str | Path = ".") -> Path:
-    """The evaluation JSON of one run on one benchmark (runs are canonical: full is at 1.0)."""
-    return (Path(root) / "results/eval" / run.base / run.dataset / run.method / _proportion_dir(run.proportion)
-            / f"seed{run.seed}" / f"{benchmark}.json")
+    """The evaluation JSON of one run on one benchmark (selectit.layout; runs are canonical: full is at 1.0)."""
+    return Path(layout.eval_result(run.base, run.dataset, run.method, run.proportion, run.seed, benchmark, root))
 
 
 def subset_file(dataset: str, method: str, proportion: float, root: str | Path = ".", suffix: str = ".json") -> Path:
-    """A subset (suffix .json) or its manifest (suffix .manifest.json)."""
-    method, proportion = ("full", 1.0) if method == "full" else (method, proportion)
-    return Path(root) / "results/subsets" / dataset / method / f"{_proportion_dir(proportion)}{suffix}"
+    """A subset (suffix .json) or its manifest (suffix .manifest.json) (selectit.layout)."""
+    return Path(layout.subset(dataset, method, proportion, root, suffix))
 
 
 def read_json(path: str | Path, what: str) -> Any:
@@ -91,19 +76,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- labels
 
 
-def method_label(method: str) -> str:
-    """A readable name: ``selectit-alpha0.4-k3`` -> ``SelectIT (α = 0.4, K = 3)``."""
-    base, *overrides = method.split("-")
-    label = METHOD_LABELS.get(base, base)
-    extra = []
-    for o in overrides:
-        if o.startswith("alpha"):
-            extra.append(f"α = {o[5:]}")
-        elif o.startswith("k"):
-            extra.append(f"K = {o[1:]}")
-        else:
-            extra.append(o)
-    return f"{label} ({', '.join(extra)})" if extra else label
+method_label = label  # the one labeller of selection methods (selectit.methods)
 
 
 def ordered_benchmarks(config: dict) -> list[str]:

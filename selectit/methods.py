@@ -1,0 +1,168 @@
+"""Selection methods, declared once: the rules, the selection code, the tables and the figures all read
+this registry.
+
+A configured method name is a kind, optionally with sweep overrides for the kinds that use them:
+``selectit-alpha0.4``, ``selectit-k3``, ``sentence_r-alpha0.4-k3``. The name is parsed here and nowhere
+else (`parse`); `resolve` fills in the config's values, so a `Method` knows everything its subset depends
+on:
+
+- ``reads``: which score table it selects by (``level`` of its own name, the ``selectit`` level,
+  the merged ``ifd`` / ``judge`` table, or nothing but the samples);
+- ``settings``: the config values it depends on besides what it reads (``seed``, the judge's
+  ``threshold``); they are the select job's params, so editing any other value re-selects nothing;
+- for score levels (token_r, sentence_r, model_r, selectit): ``source`` (token scores of the first prompt,
+  or sentence scores of the first K prompts at α), ``fused`` (Eq. 5 over the raters with the model
+  weights, else the rater with the largest weight), and the effective ``alpha`` / ``k``.
+
+Adding a method: one `Kind` entry here (and its selection rule in selectit.selection if it is not a
+score level).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from selectit.errors import InputError
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str
+    reads: str | None = None  # None: the samples only; "level": its own level table; "selectit", "ifd", "judge"
+    settings: tuple[str, ...] = ()  # config values it depends on: "seed", "threshold"
+    source: str | None = None  # score levels: "token" (first prompt) or "sentence" (first K prompts at alpha)
+    fused: bool = False  # score levels: Eq. 5 over the raters; else the rater with the largest weight
+    doc: str = ""
+
+    @property
+    def sweeps(self) -> bool:
+        """Accepts -alpha<a> / -k<K> overrides: only what uses sentence scores depends on them."""
+        return self.source == "sentence"
+
+
+KINDS: dict[str, Kind] = {
+    "full": Kind("Full data", doc="every sample (always named and trained at proportion 1.0)"),
+    "random": Kind("Random", settings=("seed",), doc="int(N * proportion) samples drawn with the seed"),
+    "length": Kind("Top by length", doc="the longest responses (character length)"),
+    "token_r": Kind("Token-R", reads="level", source="token",
+                    doc="token-level score (Eq. 2-3) of the first prompt, by the rater with the largest weight"),
+    "sentence_r": Kind("Sentence-R", reads="level", source="sentence",
+                       doc="sentence-level score (Eq. 4) of the rater with the largest weight"),
+    "model_r": Kind("Model-R", reads="level", source="token", fused=True,
+                    doc="the raters' first-prompt token-level scores fused with the model weights"),
+    "selectit": Kind("SelectIT", reads="level", source="sentence", fused=True,
+                     doc="model-level score (Eq. 5) of the raters' sentence-level scores"),
+    "random_unselected": Kind("Random from unselected", reads="selectit", settings=("seed",),
+                              doc="a random draw of the same size from the samples SelectIT did not select"),
+    "ifd": Kind("Q2Q (IFD)", reads="ifd", doc="highest IFD < 1 (Cherry LLM), IFD >= 1 last"),
+    "judge": Kind("AlpaGasus (judge)", reads="judge", settings=("threshold",),
+                  doc="highest judge score, size-matched; the manifest counts those reaching the threshold"),
+}
+LEVELS = tuple(k for k, v in KINDS.items() if v.source)  # token_r, sentence_r, model_r, selectit
+NAME_PATTERN = r"[a-z_]+(?:-alpha[0-9.]+)?(?:-k[0-9]+)?"  # the wildcard constraint and the schema's pattern
+_NAME_RE = re.compile(r"^(?P<kind>[a-z_]+)(?:-alpha(?P<alpha>[0-9.]+))?(?:-k(?P<k>[0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # as configured
+    kind: str
+    alpha: float | None = None  # sweep override (parse) or effective value (resolve); None if unused
+    k: int | None = None
+
+    @property
+    def spec(self) -> Kind:
+        return KINDS[self.kind]
+
+    # compatibility with the earlier parse_method result
+    @property
+    def base(self) -> str:
+        return self.kind
+
+    @property
+    def label(self) -> str:
+        return label(self.name)
+
+
+def parse(name: str) -> Method:
+    """The kind and the overrides written in a method name (None where not written)."""
+    m = _NAME_RE.match(name)
+    if not m or m["kind"] not in KINDS:
+        raise InputError(f"unknown selection method {name!r}; use one of {list(KINDS)}, optionally with "
+                         "-alpha<a> / -k<K> for the sentence-level methods (e.g. selectit-alpha0.4)")
+    if (m["alpha"] or m["k"]) and not KINDS[m["kind"]].sweeps:
+        sweeping = [k for k, v in KINDS.items() if v.sweeps]
+        raise InputError(f"method {name!r}: -alpha/-k apply only to {sweeping}, which use sentence-level scores")
+    return Method(name, m["kind"], float(m["alpha"]) if m["alpha"] else None, int(m["k"]) if m["k"] else None)
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
+
+
+def schema_default(*keys: str):
+    """The schema's default of a config key (its one home), for a config that was not validated."""
+    node = _schema()
+    for key in keys:
+        node = node["properties"][key]
+    return node["default"]
+
+
+def _config_k(config: dict) -> int:
+    return int(config.get("n_prompts") or schema_default("n_prompts"))
+
+
+def _config_alpha(config: dict) -> float:
+    return float((config.get("scoring") or {}).get("alpha", schema_default("scoring", "alpha")))
+
+
+def resolve(name: str, config: dict) -> Method:
+    """The method with its effective alpha and K (the override, else the config's) where it uses them."""
+    m = parse(name)
+    if not m.spec.sweeps:
+        return m
+    k = _config_k(config) if m.k is None else m.k
+    n_rated = _config_k(config)
+    if k > n_rated:
+        raise InputError(f"config selection.methods: {name!r} asks for K={k} prompts but n_prompts is {n_rated}")
+    return Method(name, m.kind, _config_alpha(config) if m.alpha is None else m.alpha, k)
+
+
+def label(name: str) -> str:
+    """The one readable name of a method, for tables and figures: ``SelectIT (α = 0.4, K = 3)``."""
+    m = parse(name)
+    extra = ([f"α = {m.alpha:g}"] if m.alpha is not None else []) + ([f"K = {m.k}"] if m.k is not None else [])
+    base = KINDS[m.kind].label
+    return f"{base} ({', '.join(extra)})" if extra else base
+
+
+def canonical(name: str, proportion: float, config: dict) -> tuple[str, float]:
+    """The one name under which a (method, proportion) pair is selected, trained and evaluated: overrides
+    equal to the config's values are dropped; full, and SelectIT at 1.0, are ``full`` at 1.0."""
+    m = parse(name)
+    parts = [m.kind]
+    if m.alpha is not None and m.alpha != _config_alpha(config):
+        parts.append(f"alpha{name.split('-alpha')[1].split('-')[0]}")
+    if m.k is not None and m.k != _config_k(config):
+        parts.append(f"k{m.k}")
+    name = "-".join(parts)
+    if m.kind == "full" or (name == "selectit" and float(proportion) == 1.0):
+        return "full", 1.0
+    return name, float(proportion)
+
+
+def sweep_name(kind: str, alpha: float | None = None, k: int | None = None) -> str:
+    """The method name of a sweep point (Tables 2 and 3)."""
+    return kind + (f"-alpha{alpha:g}" if alpha is not None else "") + (f"-k{k}" if k is not None else "")
+
+
+def select_settings(name: str, values: dict) -> dict:
+    """Of the selection settings `values` (seed, threshold), those a subset of this method depends on
+    besides its score inputs: the select job's params, so editing another value re-selects nothing."""
+    return {key: values[key] for key in parse(name).spec.settings}
