@@ -2,11 +2,11 @@ rule evaluate:
     """One benchmark (mmlu, gsm, bbh, tydiqa, codex, alpaca_eval) on one fine-tuned model: a JSON with
     the metric's value, n, the settings, package versions and every prediction."""
     input:
-        model="results/train/{base}/{dataset}/{method}/{proportion}/seed{seed}/train_result.json",
+        model=layout.TRAIN_RESULT,
         data=eval_data,
         judge=eval_judge,
     output:
-        result="results/eval/{base}/{dataset}/{method}/{proportion}/seed{seed}/{benchmark}.json",
+        result=layout.EVAL_RESULT,
     log:
         "logs/evaluate/{base}/{dataset}/{method}/{proportion}/seed{seed}/{benchmark}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule train_subset:
         base=base_model_info,
         deepspeed=deepspeed_config,
     output:
-        result="results/train/{base}/{dataset}/{method}/{proportion}/seed{seed}/train_result.json",
+        result=layout.TRAIN_RESULT,
     log:
         "logs/train_subset/{base}/{dataset}/{method}/{proportion}/seed{seed}.log",
     benchmark:
@@ -24,5 +24,6 @@ rule train_subset:
         settings=lambda w: base_settings(w.base),
         nproc=TRAINING["nproc"],
         seed=lambda w: int(w.seed),
+        subset_sha256=training_subset_digest,  # the subset's content: what reruns the fine-tune
     script:
         "../scripts/train_subset.py"
