@@ -20,12 +20,11 @@ rule ifd_shard:
     threads: config["rating"]["threads"]
     resources:
         gpu=model_gpus(IFD["model"]),
-        mem_mb=8000,
-        runtime=60,
     params:
         dataset=lambda w: DATASETS[w.dataset],
         shard_hash=shard_hash,
         max_length=IFD["max_length"],
+        variant=IFD["variant"],
         dtype=config["rating"]["dtype"],
         prompt_sha=IFD_PROMPT_SHA,
     script:
@@ -66,8 +65,6 @@ rule judge_shard:
     threads: config["rating"]["threads"]
     resources:
         gpu=judge_gpus(),
-        mem_mb=8000,
-        runtime=60,
     params:
         dataset=lambda w: DATASETS[w.dataset],
         shard_hash=shard_hash,

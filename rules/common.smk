@@ -158,12 +158,21 @@ def baseline_scores(wildcards):
 
 
 # ------------------------------------------------------------------- selection methods (selectit.methods)
-# Every configured name is resolved now, so a bad name or a K above n_prompts stops `snakemake -n`.
-for _name in SELECTION["methods"]:
-    try:
-        resolve(_name, config)
-    except InputError as exc:
-        raise InputError(f"config selection.methods: {exc}") from None
+# Every configured name is resolved now, so a bad name or a K above n_prompts stops `snakemake -n`
+# with the key that holds it.
+for _key, _names in [
+    ("selection.methods", SELECTION["methods"]),
+    ("training.methods", config["training"]["methods"]),
+    *(
+        (f"paper.{k}", (config.get("paper") or {}).get(k) or [])
+        for k in ("methods", "strategies", "other_methods")
+    ),
+]:
+    for _name in _names:
+        try:
+            resolve(_name, config)
+        except InputError as exc:
+            raise InputError(f"config {_key}: {exc}") from None
 LEVEL_PATTERN = f"({'|'.join(LEVELS)})(-alpha[0-9.]+)?(-k[0-9]+)?"
 # The selection settings a method may depend on (selectit.methods.Kind.settings): its select job's params.
 SELECT_VALUES = {"seed": SELECTION["seed"], "threshold": JUDGE["threshold"]}

@@ -18,8 +18,6 @@ rule evaluate:
     threads: EVALUATION["threads"]
     resources:
         gpu=1,
-        mem_mb=16000,
-        runtime=120,
     params:
         data_dir=EVALUATION["data_dir"],
         settings=lambda w: eval_settings(w.benchmark),

@@ -62,10 +62,6 @@ rule embed_samples:
     threads: config["rating"]["threads"]
     resources:
         gpu=lambda w: model_gpus(w.model),
-        cpus_per_gpu=4,
-        tasks_per_gpu=0,
-        mem_mb=16000,
-        runtime=120,
     params:
         max_length=config["rating"]["max_length"],
         dtype=config["rating"]["dtype"],

@@ -8,8 +8,6 @@ rule prepare_model:
         "benchmarks/prepare_model/{model}.tsv"
     conda:
         "../envs/rating.yaml"
-    resources:
-        mem_mb=8000,
     params:
         spec=lambda w: MODEL_SPECS[w.model],
     script:

@@ -17,8 +17,6 @@ rule rate_shard:
     threads: config["rating"]["threads"]
     resources:
         gpu=lambda w: model_gpus(w.model),
-        mem_mb=8000,
-        runtime=60,
     params:
         dataset=lambda w: DATASETS[w.dataset],
         shard_hash=shard_hash,

@@ -18,8 +18,6 @@ rule train_subset:
     threads: TRAINING["nproc"] * TRAINING["threads"]
     resources:
         gpu=TRAINING["nproc"],
-        mem_mb=16000,
-        runtime=240,
     params:
         settings=lambda w: base_settings(w.base),
         nproc=TRAINING["nproc"],

@@ -130,7 +130,7 @@ def resolve(name: str, config: dict) -> Method:
     k = _config_k(config) if m.k is None else m.k
     n_rated = _config_k(config)
     if k > n_rated:
-        raise InputError(f"config selection.methods: {name!r} asks for K={k} prompts but n_prompts is {n_rated}")
+        raise InputError(f"method {name!r} asks for K={k} prompts but n_prompts is {n_rated}")
     return Method(name, m.kind, _config_alpha(config) if m.alpha is None else m.alpha, k)
 
 
