@@ -11,9 +11,10 @@ Protocol reproduced:
   ``<data_dir>/bbh/cot-prompts/<task>.txt``.
 - Sampling: ``random.seed(seed)`` once, then, over the task files in sorted order,
   ``random.sample(examples, limit)`` for each task with more than ``limit`` (40) examples.
-  (open-instruct's later code sorts the files; the earlier one used unsorted ``glob`` order, which
-  is not reproducible across file systems.) A ``tasks`` subset still draws for every task in
-  ``data_dir`` so a task gets the same examples whether or not the others run.
+  The sorted order is our choice: no revision of open-instruct's code sorts the files; it draws in
+  unsorted ``glob`` order, which depends on the file system, so its exact draw cannot be replayed.
+  A ``tasks`` subset still draws for every task in ``data_dir`` so a task gets the same examples
+  whether or not the others run.
 - Prompt: the prompt file minus its first two lines (canary and ``-----``), stripped, then
   ``"\\n\\nQ: " + input + "\\nA:"``. With ``n_shot`` below 3 the last exemplars are left out
   (exemplars are the blank-line-separated blocks that start with ``Q:``).

