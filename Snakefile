@@ -27,6 +27,7 @@ include: "rules/rating.smk"
 include: "rules/baselines.smk"
 include: "rules/scoring.smk"
 include: "rules/selection.smk"
+include: "rules/release.smk"
 include: "rules/training.smk"
 include: "rules/evaluation.smk"
 include: "rules/tables.smk"
@@ -49,3 +50,9 @@ rule train_all:
 rule eval_all:
     input:
         eval_targets(),
+
+
+# A Hugging Face Hub dataset folder per configured subset: results/release/{dataset}/{method}/{proportion}/
+rule release:
+    input:
+        release_targets(DATASETS, SELECTION["methods"], SELECTION["proportions"]),
