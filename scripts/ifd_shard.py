@@ -1,20 +1,20 @@
 import json
 from pathlib import Path
 
-from selectit.data import load_shard
-from selectit.ifd import ifd_shard_file
+from selectit.ifd import ifd_shard_file, load_ifd_shard
 from selectit.smk import step
 
 with step(snakemake):
     p = snakemake.params
     stats = ifd_shard_file(
         model_dir=Path(snakemake.input.model).parent,
-        shard=load_shard(p.dataset, snakemake.wildcards.shard),
+        shard=load_ifd_shard(p.dataset, snakemake.wildcards.shard, p.variant),
         max_length=p.max_length,
         out_path=snakemake.output.ifd,
         dtype=p.dtype,
         token_budget=snakemake.config["selection"]["ifd"]["token_budget"],
         threads=snakemake.threads,
         gpus=snakemake.resources.gpu,
+        variant=p.variant,
     )
     print("IFD stats:", json.dumps(stats))
