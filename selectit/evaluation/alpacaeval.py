@@ -1,8 +1,14 @@
 """AlpacaEval (v1): win rate of the model's outputs against text-davinci-003's reference outputs.
 
-Generation follows open-instruct's ``eval/alpaca_farm/run_eval.py``: each AlpacaEval instruction (taken
-from the reference file, so the two sides line up) as one user turn in the model's chat format, greedy
-decoding, at most ``max_new_tokens`` (2048) new tokens, stop at "\\n\\nComment:", strip.
+Generation: each AlpacaEval instruction (taken from the reference file, so the two sides line up) as one
+user turn in the chat format ``chat_format``, greedy decoding, at most ``max_new_tokens`` new tokens, cut at
+the ``stop`` strings, stripped. The defaults (``DEFAULTS``: the model's own chat template, 2048 tokens, a
+stop at "\\n\\nComment:") suit a chat-tuned model and differ from SelectIT's run: its copy of
+open-instruct's ``eval/alpaca_farm/run_eval.py`` (``scripts/eval/alpaca_farm.sh``: ``--use_chat_format``
+with ``create_prompt_with_tulu_chat_format``, no ``--max_new_tokens``, vLLM) formats
+``<|user|>\\n{instruction}\\n<|assistant|>\\n`` (``chat_format: tulu``; the tokenizer adds BOS), decodes
+greedily for at most 256 new tokens and stops only at EOS (``stop: []``); ``configs/paper.yaml`` sets those
+three. It does not strip the output; we do (the judge reads the same text up to surrounding whitespace).
 
 Judging, by ``settings["judge"]``:
 
@@ -59,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "device": None,
     "dtype": "auto",
     "chat_format": "tokenizer",
+    "stop": STOPS,            # strings that end a generation (SelectIT: none, EOS only)
     "generator": None,        # name recorded as the generator (default: the model folder's name)
     "judge": {"type": "hf", "model_dir": None},
 }
@@ -299,7 +306,7 @@ def run(model_dir: str, data_dir: str, out_path: str, settings: dict) -> dict:
     model, tokenizer = tg.load_model(model_dir, cfg)
     prompts = [tg.chat_prompt(tokenizer, r["instruction"], cfg["chat_format"]) for r in chosen]
     gens = tg.generate(model, tokenizer, prompts, max_new_tokens=int(cfg["max_new_tokens"]),
-                       batch_size=int(cfg["batch_size"]), do_sample=False, stop=STOPS, seed=seed)
+                       batch_size=int(cfg["batch_size"]), do_sample=False, stop=list(cfg["stop"]), seed=seed)
     del model
     outputs = [g[0].strip() for g in gens]
     model_rows = [{"instruction": r["instruction"], "output": o, "generator": generator}
