@@ -402,3 +402,33 @@ def test_humaneval_completion_keeps_its_indent_with_a_llama_style_tokenizer():
     assert outs[1][0].startswith("    return number % 1.0")
     compile(sandbox.humaneval_program(problem, outs[0][0]), "humaneval", "exec")  # no IndentationError
     assert sandbox.check_completion(problem, outs[0][0], timeout=10.0).passed
+
+
+def test_alpacaeval_paper_settings_generate_as_selectit(tiny_model, data_dir, tmp_path, monkeypatch):
+    """configs/paper.yaml generates as SelectIT's alpaca_farm/run_eval.py (--use_chat_format with the Tulu
+    template, 256 new tokens, EOS only) and judges with GPT-4 through an OpenAI-compatible endpoint."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["evaluation"]
+    ae = paper["settings"]["alpaca_eval"]
+    assert {k: ae[k] for k in ("chat_format", "max_new_tokens", "stop")} == {
+        "chat_format": "tulu", "max_new_tokens": 256, "stop": []}
+    assert ae["judge"]["type"] == "openai" and ae["judge"]["model"] == "gpt-4"
+    assert paper["data_dir"].startswith("resources/")
+    seen = {}
+    real = tg.generate
+
+    def spy(model, tokenizer, prompts, **kwargs):
+        seen.update(prompts=list(prompts), **kwargs)
+        return real(model, tokenizer, prompts, **{**kwargs, "max_new_tokens": 4})  # the tiny model: keep it short
+
+    monkeypatch.setattr(tg, "generate", spy)
+    settings = {**{k: v for k, v in ae.items() if k != "judge"}, **GEN, "limit": 2,
+                "judge": {"type": "hf", "model_dir": tiny_model, "dtype": "fp32"}}
+    res = alpacaeval.run(tiny_model, str(data_dir), str(tmp_path / "ae.json"), settings)
+    instructions = [p["instruction"] for p in res["predictions"]]
+    assert seen["prompts"] == [f"<|user|>\n{i}\n<|assistant|>\n" for i in instructions]
+    assert seen["max_new_tokens"] == 256 and seen["stop"] == [] and seen["do_sample"] is False
+    assert res["settings"]["stop"] == [] and res["settings"]["chat_format"] == "tulu"
