@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 SNAKEMAKE_TARGETS ?= all
 CORES ?= all
 
-.PHONY: setup run test lint dryrun-paper
+.PHONY: setup run test lint dryrun-paper slurm-profile
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,11 @@ test: setup
 lint: setup
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakefmt --check Snakefile rules/
+
+# Once per user and cluster: install profiles/slurm as the Snakemake profile `slurm` (~/.config/snakemake/slurm,
+# or under $XDG_CONFIG_HOME), so that `snakemake --profile slurm` works here. PARTITION / ACCOUNT not given:
+# the default partition in sinfo, the default account in sacctmgr (none on a cluster without accounting).
+# Standard library only: the venv's python if there is one, else python3.
+slurm-profile:
+	PYTHONPATH=$(CURDIR) $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) -m selectit.slurm_profile \
+		--partition "$(PARTITION)" --account "$(ACCOUNT)"

@@ -6,6 +6,7 @@ the test is skipped when that is impossible (not root, no apt); under CI=true it
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,32 @@ def test_training_over_its_time_limit_resumes_on_the_next_attempt(slurm, complet
     assert result["global_step"] == max_steps
     assert result["resumed_from_step"] and 0 < result["resumed_from_step"] < max_steps
     assert result["resumed_from_step"] % 5 == 0
+
+
+def test_make_slurm_profile_then_snakemake_profile_slurm_as_users_type_it(slurm, tiny_models, tmp_path):
+    """A cluster user's first run: `make slurm-profile` once (partition from this Slurm's sinfo; no account, as it
+    has no accounting), then `snakemake --profile slurm` from the workflow folder finds the installed profile in
+    the (temporary) HOME and runs a job through Slurm in that partition."""
+    import yaml
+
+    home = tmp_path / "home"
+    env = {**slurm, "HOME": str(home), "XDG_CONFIG_HOME": ""}
+    proc = subprocess.run([shutil.which("make"), "-s", "-C", str(REPO), "slurm-profile"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    profile = yaml.safe_load((home / ".config/snakemake/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm" and profile["default-resources"] == {"slurm_partition": "'debug'"}
+
+    workdir = tmp_path / "wf"
+    write_tiny_config(workdir, {"tinya": tiny_models["tinya"]})
+    proc = snakemake(workdir, "--profile", "slurm", "results/data/tiny/report.json",
+                     "--slurm-init-seconds-before-status-checks", "5", "--set-resources", "prepare_data:mem_mb=2000",
+                     env={"HOME": str(home), "XDG_CONFIG_HOME": "", **{k: slurm[k] for k in ("PATH", "SLURM_CONF")}},
+                     timeout=600)
+    log = proc.stdout + proc.stderr
+    job_ids = re.findall(r"SLURM jobid (\d+)", log)
+    assert len(job_ids) == 1, log[-3000:]
+    job = subprocess.run(["scontrol", "show", "job", job_ids[0]], env=slurm, capture_output=True, text=True).stdout
+    assert "Partition=debug" in job and "JobState=COMPLETED" in job, job
+    assert json.loads((workdir / "results/data/tiny/report.json").read_text())["counts"]["kept"] == 24
+
