@@ -90,19 +90,35 @@ def load_references(path: Path) -> list[dict[str, Any]]:
     return data
 
 
-def _judge_settings(judge: dict | None) -> dict[str, Any]:
+def _judge_settings(judge: dict | None, key: str = "judge") -> dict[str, Any]:
+    """The judge's settings over its type's defaults; InputError naming the key (``key``, then ``.type``,
+    ``.model_dir`` ...) when the judge could not run."""
     judge = dict(judge or {})
     kind = judge.get("type", "hf")
     defaults = {"hf": HF_JUDGE_DEFAULTS, "openai": OPENAI_JUDGE_DEFAULTS}.get(kind)
     if defaults is None:
-        raise InputError(f"judge type must be 'hf' or 'openai', got {kind!r}")
+        raise InputError(f"{key}.type: the judge type must be 'hf' or 'openai', got {kind!r}")
     unknown = sorted(set(judge) - set(defaults))
     if unknown:
-        raise InputError(f"unknown {kind} judge settings {unknown}; known: {sorted(defaults)}")
+        raise InputError(f"{key}: unknown {kind} judge settings {unknown}; known: {sorted(defaults)}")
     out = {**defaults, **judge}
     if kind == "hf" and not out["model_dir"]:
-        raise InputError("the hf judge needs judge.model_dir (a prepared local model folder)")
+        raise InputError(f"{key}.model_dir: the hf judge needs a prepared local model folder")
+    if kind == "openai":
+        for name in ("model", "base_url", "api_key_env"):
+            if not out[name]:
+                raise InputError(f"{key}.{name}: the openai judge needs one (e.g. {defaults[name]!r})")
     return out
+
+
+def check_data(data_dir: str | Path, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks the AlpacaEval reference outputs."""
+    tg.find_data_file(data_dir, REFERENCE_FILES, "AlpacaEval reference outputs")
+
+
+def check_judge(judge: dict | None, key: str = "judge") -> None:
+    """InputError naming the key when the judge could not run (see ``_judge_settings``)."""
+    _judge_settings(judge, key)
 
 
 # --------------------------------------------------------------------------------------- HF judge

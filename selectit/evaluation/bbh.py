@@ -49,6 +49,16 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_data(data_dir: str | Path, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks the example or prompt file of a task to run."""
+    available = list_tasks(data_dir)
+    wanted = (settings or {}).get("tasks") or available
+    wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+    unknown = sorted(set(wanted) - set(available))
+    if not available or unknown:
+        raise InputError(f"{Path(data_dir) / 'bbh'} has no task {unknown or '(none at all)'}")
+
+
 def list_tasks(data_dir: str | Path) -> list[str]:
     root = Path(data_dir) / "bbh"
     if not (root / "bbh").is_dir() or not (root / "cot-prompts").is_dir():

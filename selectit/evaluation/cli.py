@@ -4,7 +4,8 @@
 ``run(model_dir, data_dir, out_path, settings)``; it only adds the CPU thread count (``torch.set_num_threads``,
 so a job keeps to the cores the scheduler gave it) and a check of the settings' keys. ``check_settings``
 runs the same key check without running anything, so the workflow rejects a typo in a benchmark's
-settings when it parses the config, not after training. ``data_files`` lists the files of a benchmark
+settings when it parses the config, not after training; ``check_evaluation`` adds the data folder and the
+AlpacaEval judge to it. ``data_files`` lists the files of a benchmark
 under ``data_dir`` (the layout of the public data sets, as each module reads them), for the workflow's
 inputs.
 """
@@ -67,6 +68,33 @@ def check_settings(benchmark: str, settings: dict[str, Any] | None) -> None:
     unknown = sorted(set(settings or {}) - known) if known is not None else []
     if unknown:
         raise InputError(f"unknown {benchmark} setting(s) {unknown}; known: {sorted(known)}")
+
+
+def check_evaluation(data_dir: str | Path, benchmarks: list[str], settings: dict[str, Any] | None,
+                     key: str = "evaluation") -> None:
+    """Fail fast, before any job runs: InputError naming the config key (``evaluation.settings.<b>`` ...,
+    ``evaluation.data_dir``, ``evaluation.settings.alpaca_eval.judge.model_dir`` ...) when an evaluation
+    would stop later: an unknown benchmark or setting, a data folder that lacks a benchmark's files (each
+    module's ``check_data``: the files its ``run`` reads), or an AlpacaEval judge that could not run (no
+    model, no endpoint). ``key``: the config path of the evaluation section, for the messages."""
+    settings = settings or {}
+    for benchmark in benchmarks:
+        try:
+            check_settings(benchmark, settings.get(benchmark))
+        except InputError as exc:
+            raise InputError(f"config {key}.settings.{benchmark}: {exc}") from None
+    if not Path(data_dir).is_dir():
+        raise InputError(f"config {key}.data_dir: {data_dir} does not exist (it must hold the benchmarks "
+                         f"{', '.join(benchmarks)} in their public layout)")
+    for benchmark in benchmarks:
+        module = benchmark_module(benchmark)
+        bench_settings = settings.get(benchmark) or {}
+        try:
+            module.check_data(str(data_dir), bench_settings)
+        except InputError as exc:
+            raise InputError(f"config {key}.data_dir: {benchmark} cannot run: {exc}") from None
+        if benchmark == "alpaca_eval":
+            module.check_judge(bench_settings.get("judge"), f"config {key}.settings.alpaca_eval.judge")
 
 
 def data_files(benchmark: str, data_dir: str | Path) -> list[str]:

@@ -67,10 +67,19 @@ def load_exemplars() -> list[dict[str, str]]:
     return out
 
 
-def load_test(data_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(data_dir) / "gsm8k" / "test.jsonl"
+TEST_FILE = "gsm8k/test.jsonl"
+
+
+def check_data(data_dir: str | Path, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks the file this benchmark reads (before any job runs)."""
+    path = Path(data_dir) / TEST_FILE
     if not path.is_file():
-        raise InputError(f"{path} does not exist: data_dir must hold gsm8k/test.jsonl")
+        raise InputError(f"{path} does not exist: data_dir must hold {TEST_FILE}")
+
+
+def load_test(data_dir: str | Path) -> list[dict[str, Any]]:
+    check_data(data_dir)
+    path = Path(data_dir) / TEST_FILE
     rows = []
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):

@@ -56,6 +56,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_data(data_dir: str, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks the HumanEval problems file."""
+    tg.find_data_file(data_dir, DATA_FILES, "HumanEval")
+
+
 def build_prompt(problem: dict, tokenizer, chat_format: str | None) -> str:
     if chat_format in (None, "none"):
         return problem["prompt"]

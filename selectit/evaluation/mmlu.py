@@ -82,6 +82,19 @@ def list_subjects(data_dir: str | Path, wanted: list[str] | None = None) -> list
     return list(wanted)
 
 
+def check_data(data_dir: str | Path, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks a test file, or (with shots) a dev file, of the subjects to run."""
+    settings = settings or {}
+    subjects = list_subjects(data_dir, settings.get("subjects"))
+    if not subjects:
+        raise InputError(f"{Path(data_dir) / 'mmlu' / 'test'} has no <subject>_test.csv file")
+    if settings.get("n_shot", DEFAULTS["n_shot"]):
+        missing = [s for s in subjects if not (Path(data_dir) / "mmlu" / "dev" / f"{s}_dev.csv").is_file()]
+        if missing:
+            raise InputError(f"{Path(data_dir) / 'mmlu' / 'dev'} has no dev file (the shots) for {missing[:5]}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+
+
 def read_csv(path: Path, seed: int | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Rows of a Hendrycks-format CSV as dicts (idx, question, choices, answer letter)."""
     import pandas as pd

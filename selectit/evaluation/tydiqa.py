@@ -61,6 +61,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_data(data_dir: str | Path, settings: dict | None = None) -> None:
+    """InputError when ``data_dir`` lacks the GoldP dev file or (with shots) the one-shot file."""
+    tg.find_data_file(data_dir, DEV_FILES, "TyDiQA GoldP dev")
+    if (settings or {}).get("n_shot", DEFAULTS["n_shot"]) > 0:
+        tg.find_data_file(data_dir, SHOT_FILES, "TyDiQA one-shot")
+
+
 def load_dev(path: Path) -> list[dict[str, Any]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     examples = []
