@@ -175,3 +175,23 @@ def test_variant_reaches_the_ifd_jobs_and_the_paper_config_uses_cherry():
     assert ifd["variant"]["default"] == "simple" and ifd["variant"]["enum"] == ["simple", "cherry"]
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
     assert paper["selection"]["ifd"]["variant"] == "cherry" and paper["selection"]["ifd"]["max_length"] == 512
+
+
+def test_the_ifd_job_reads_the_raw_alpaca_fields_for_cherry():
+    """The sample table joins instruction and input; the cherry jobs get them apart again from the source."""
+    from selectit.data import load_shard
+    from selectit.ifd import cherry_prompt, load_ifd_shard
+
+    spec = {"path": str(CHERRY_DATA), "format": "alpaca", "n_shards": 8}
+    raw = {(r["instruction"], r["input"], r["output"]) for r in json.loads(CHERRY_DATA.read_text(encoding="utf-8"))}
+    plain = load_shard(spec, "shard003")
+    rows = load_ifd_shard(spec, "shard003", "cherry")
+    assert rows["id"].tolist() == plain["id"].tolist() and rows["response"].tolist() == plain["response"].tolist()
+    with_input = rows[rows["input"] != ""]
+    assert len(with_input) > 10
+    for _, r in rows.iterrows():
+        assert (r["instruction"], r["input"], r["response"]) in raw
+    r = with_input.iloc[0]
+    assert plain.set_index("id").loc[r["id"], "instruction"] == r["instruction"] + "\n" + r["input"]
+    assert "### Input:\n" + r["input"] + "\n\n### Response:" in cherry_prompt(r["instruction"], r["input"])
+    assert "input" not in load_ifd_shard(spec, "shard003", "simple")
