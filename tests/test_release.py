@@ -90,3 +90,23 @@ def test_a_subset_and_a_manifest_of_different_runs_are_refused(tmp_path):
 def test_size_categories_follow_the_hub_names():
     assert [size_category(n) for n in (0, 999, 1000, 52002, 100_000, 2_500_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M"]
+
+
+def test_score_table_joins_a_baselines_scores_by_id_and_marks_the_selected(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from selectit.release import score_table
+
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "index": [0, 1, 2], "selectit": [0.1, 0.9, 0.5]}),
+                   tmp_path / "selectit.parquet")
+    pq.write_table(pa.table({"id": ["c", "a", "b"], "ifd": [0.7, 1.2, 0.3], "truncated": [False, True, False]}),
+                   tmp_path / "ifd.parquet")
+    table = score_table(tmp_path / "selectit.parquet", ["c"], {"ifd": tmp_path / "ifd.parquet"}, n_total=3)
+    assert table.to_pydict() == {"id": ["a", "b", "c"], "index": [0, 1, 2], "selectit": [0.1, 0.9, 0.5],
+                                 "ifd/ifd": [1.2, 0.3, 0.7], "ifd/truncated": [True, False, False],
+                                 "selected": [False, False, True]}
+    with pytest.raises(InputError, match=r"selectit.parquet: 3 samples, but the subset manifest counts 4"):
+        score_table(tmp_path / "selectit.parquet", ["c"], n_total=4)
+    with pytest.raises(InputError, match=r"selectit.parquet: no scores for 1 selected samples"):
+        score_table(tmp_path / "selectit.parquet", ["z"])
