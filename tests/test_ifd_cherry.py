@@ -103,7 +103,7 @@ def _agreement(ours, ref):
 
 
 PICKS = list(range(24)) + [1910, 1129, 1159]  # the first 24 (11 with an input) and the three longest records
-# SmolLM2 on a 2-core CPU: 12 of them (5 with an input, one cut at 512 tokens) keep the test near two minutes
+# SmolLM2 on a shared 2-core CPU: 12 of them (5 with an input, one cut at 512 tokens) take a few minutes
 SMOL_PICKS = list(range(11)) + [1910]
 
 
