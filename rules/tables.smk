@@ -1,22 +1,17 @@
 # The paper's tables (selectit.paper.tables): `snakemake tables/all` builds every one and the Markdown index
 # tables/all. Each table is results/tables/<name>.{csv,md,tex}, computed only from pipeline outputs.
+from functools import cache
+from pathlib import Path
+
+from selectit.methods import label as method_label
 from selectit.paper import plan as paper_plan
+from selectit.paper.registry import TABLES, view as table_view
 from selectit.paper.tables import declared_gpus
 
 TABLE_PAPER = paper_plan.settings(config)
 TABLE_RUNS = paper_plan.runs(config)
 TABLE_ALL_RUNS = paper_plan.all_runs(config)
-TABLE_TITLES = {
-    "table1": "Table 1",
-    "table2": "Table 2",
-    "table3": "Table 3",
-    "table4": "Table 4",
-    "table6": "Table 6",
-    "table7": "Table 7",
-    "table9": "Table 9",
-    "table10": "Table 10",
-    "reported_vs_reproduced": "Reported vs reproduced",
-}
+TABLE_TITLES = {name: spec.title for name, spec in TABLES.items()}
 
 
 # Inputs, as lists computed once (rules/common.smk holds the path helpers). Runs are canonical
@@ -111,228 +106,34 @@ TABLE_RATING_SHARDS = expand(
 )
 
 
-rule table1:
-    """Main results: every method of paper.methods on each main base, mean ± std over seeds."""
-    input:
-        evals=TABLE_EVALS["table1"],
-    output:
-        csv=report(
-            "results/tables/table1.csv",
-            caption="../report/tables/table1.rst",
-            category="Tables",
-        ),
-        md="results/tables/table1.md",
-        tex="results/tables/table1.tex",
-    log:
-        "logs/table1/table1.log",
-    benchmark:
-        "benchmarks/table1/table1.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table1"],
-    script:
-        "../scripts/table1.py"
-
-
-rule table2:
-    """Effect of K, the number of rating prompts (subsets of the same rating shards)."""
-    input:
-        evals=TABLE_EVALS["table2"],
-    output:
-        csv=report(
-            "results/tables/table2.csv",
-            caption="../report/tables/table2.rst",
-            category="Tables",
-        ),
-        md="results/tables/table2.md",
-        tex="results/tables/table2.tex",
-    log:
-        "logs/table2/table2.log",
-    benchmark:
-        "benchmarks/table2/table2.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table2"],
-    script:
-        "../scripts/table2.py"
-
-
-rule table3:
-    """Effect of α (re-fused from the stored logits)."""
-    input:
-        evals=TABLE_EVALS["table3"],
-    output:
-        csv=report(
-            "results/tables/table3.csv",
-            caption="../report/tables/table3.rst",
-            category="Tables",
-        ),
-        md="results/tables/table3.md",
-        tex="results/tables/table3.tex",
-    log:
-        "logs/table3/table3.log",
-    benchmark:
-        "benchmarks/table3/table3.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table3"],
-    script:
-        "../scripts/table3.py"
-
-
-rule table4:
-    """Contribution of each level to the final SelectIT selection (subset manifests; no training)."""
-    input:
-        manifests=TABLE_LEVEL_MANIFESTS,
-    output:
-        csv=report(
-            "results/tables/table4.csv",
-            caption="../report/tables/table4.rst",
-            category="Tables",
-        ),
-        md="results/tables/table4.md",
-        tex="results/tables/table4.tex",
-    log:
-        "logs/table4/table4.log",
-    benchmark:
-        "benchmarks/table4/table4.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table4"],
-    script:
-        "../scripts/table4.py"
-
-
-rule table6:
-    """Other foundation models: paper.other_methods on the main and the other bases."""
-    input:
-        evals=TABLE_EVALS["table6"],
-    output:
-        csv=report(
-            "results/tables/table6.csv",
-            caption="../report/tables/table6.rst",
-            category="Tables",
-        ),
-        md="results/tables/table6.md",
-        tex="results/tables/table6.tex",
-    log:
-        "logs/table6/table6.log",
-    benchmark:
-        "benchmarks/table6/table6.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table6"],
-    script:
-        "../scripts/table6.py"
-
-
-rule table7:
-    """Other instruction datasets, with their sizes before and after selection."""
-    input:
-        evals=TABLE_EVALS["table7"],
-        manifests=sorted(
+# What each table reads (selectit.paper.registry declares the rest).
+TABLE_INPUTS = {
+    **{
+        name: {"evals": TABLE_EVALS[name]}
+        for name in ("table1", "table2", "table3", "table6", "table10")
+    },
+    "table4": {"manifests": TABLE_LEVEL_MANIFESTS},
+    "table7": {
+        "evals": TABLE_EVALS["table7"],
+        "manifests": sorted(
             {
                 TABLE_MANIFESTS[(r.dataset, r.method, r.proportion)]
                 for r in TABLE_RUNS["table7"]
             }
         ),
-    output:
-        csv=report(
-            "results/tables/table7.csv",
-            caption="../report/tables/table7.rst",
-            category="Tables",
-        ),
-        md="results/tables/table7.md",
-        tex="results/tables/table7.tex",
-    log:
-        "logs/table7/table7.log",
-    benchmark:
-        "benchmarks/table7/table7.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table7"],
-    script:
-        "../scripts/table7.py"
-
-
-rule table9:
-    """Efficiency: wall time and GPU-hours per stage from the benchmark TSVs, and the planned rating
-    cost of paper.cost.config."""
-    input:
-        evals=TABLE_EVALS["all"],
-        manifests=list(TABLE_MANIFESTS.values()),
-        planned_config=TABLE_PAPER["cost"]["config"],
-        rating_shards=TABLE_RATING_SHARDS,
-    output:
-        csv=report(
-            "results/tables/table9.csv",
-            caption="../report/tables/table9.rst",
-            category="Tables",
-        ),
-        md="results/tables/table9.md",
-        tex="results/tables/table9.tex",
-    log:
-        "logs/table9/table9.log",
-    benchmark:
-        "benchmarks/table9/table9.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        expected=TABLE_EXPECTED_BENCHMARKS,
-        # every rule's `gpu` resource (None where computed per job), read once all rules are known
-        gpus=lambda w: declared_gpus(workflow.rules),
-        skip=list(TABLE_TITLES) + ["tables_index"],
-        title=TABLE_TITLES["table9"],
-    script:
-        "../scripts/table9.py"
-
-
-rule table10:
-    """Other selection strategies, with Δ Overall vs full."""
-    input:
-        evals=TABLE_EVALS["table10"],
-    output:
-        csv=report(
-            "results/tables/table10.csv",
-            caption="../report/tables/table10.rst",
-            category="Tables",
-        ),
-        md="results/tables/table10.md",
-        tex="results/tables/table10.tex",
-    log:
-        "logs/table10/table10.log",
-    benchmark:
-        "benchmarks/table10/table10.tsv"
-    conda:
-        "../envs/tables.yaml"
-    params:
-        paper=TABLE_PAPER,
-        title=TABLE_TITLES["table10"],
-    script:
-        "../scripts/table10.py"
-
-
-rule reported_vs_reproduced:
-    """The paper's average length and calculation share beside ours: full data, judge and
-    SelectIT subsets."""
-    input:
-        full=subset_path(TABLE_DATASET, "full", 1.0),
-        selectit=subset_path(
+    },
+    "table9": {
+        "evals": TABLE_EVALS["all"],
+        "manifests": list(TABLE_MANIFESTS.values()),
+        "planned_config": TABLE_PAPER["cost"]["config"],
+        "rating_shards": TABLE_RATING_SHARDS,
+    },
+    "reported_vs_reproduced": {
+        "full": subset_path(TABLE_DATASET, "full", 1.0),
+        "selectit": subset_path(
             TABLE_DATASET, *paper_plan.canonical("selectit", TABLE_PROPORTION, config)
         ),
-        judge=(
+        "judge": (
             [
                 subset_path(
                     TABLE_DATASET,
@@ -342,24 +143,65 @@ rule reported_vs_reproduced:
             if "judge" in TABLE_PAPER["methods"]
             else []
         ),
+    },
+}
+# The methods each table shows, for its labels (a label edit reruns the tables that show the method).
+TABLE_METHODS = {
+    **{name: sorted({r.method for r in runs}) for name, runs in TABLE_RUNS.items()},
+    "table4": list(LEVELS),
+    "reported_vs_reproduced": ["full", "judge", "selectit"],
+}
+
+
+@cache
+def table_params(name):
+    """Everything a table reads besides its input files: its title and caption, its declared view of the
+    config, the labels of the methods it shows, and Table 9's plan settings."""
+    spec = TABLES[name]
+    extra = None
+    if name == "table9":
+        extra = {
+            "expected": TABLE_EXPECTED_BENCHMARKS,
+            "gpus": declared_gpus(workflow.rules),
+            "skip": ["table", "tables_index"],
+            "model_gpus": {m: model_gpus(m) for m in MODELS},
+        }
+    return {
+        "title": spec.title,
+        "caption": Path(f"{workflow.basedir}/report/tables/{name}.rst").read_text(),
+        "view": table_view(config, TABLE_PAPER, spec.paper_keys),
+        "labels": {m: method_label(m) for m in TABLE_METHODS.get(name, [])},
+        "extra": extra,
+    }
+
+
+rule table:
+    """One table of the paper (selectit.paper.registry): results/tables/<name>.{csv,md,tex}."""
+    input:
+        unpack(lambda w: TABLE_INPUTS[w.table]),
     output:
         csv=report(
-            "results/tables/reported_vs_reproduced.csv",
-            caption="../report/tables/reported_vs_reproduced.rst",
+            "results/tables/{table}.csv",
+            caption="../report/tables/caption.rst",
             category="Tables",
         ),
-        md="results/tables/reported_vs_reproduced.md",
-        tex="results/tables/reported_vs_reproduced.tex",
+        md="results/tables/{table}.md",
+        tex="results/tables/{table}.tex",
     log:
-        "logs/reported_vs_reproduced/reported_vs_reproduced.log",
+        "logs/table/{table}.log",
     benchmark:
-        "benchmarks/reported_vs_reproduced/reported_vs_reproduced.tsv"
+        "benchmarks/table/{table}.tsv"
+    wildcard_constraints:
+        table="|".join(TABLES),
     conda:
         "../envs/tables.yaml"
     params:
-        title=TABLE_TITLES["reported_vs_reproduced"],
+        **{
+            key: (lambda w, key=key: table_params(w.table)[key])
+            for key in ("title", "caption", "view", "labels", "extra")
+        },
     script:
-        "../scripts/reported_vs_reproduced.py"
+        "../scripts/table.py"
 
 
 rule tables_index:

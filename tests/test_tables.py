@@ -340,7 +340,7 @@ def test_snakemake_tables_all_builds_every_table(completed_run, tiny_models, tmp
     counts = job_counts(workdir, "tables/all")
     # runs: full, random, selectit, selectit-k1, selectit-alpha0.4, selectit at 0.5 (quantity)
     assert counts["train_subset"] == counts["evaluate"] == 6, counts
-    assert {t: counts.get(t) for t in TABLES} == {t: 1 for t in TABLES}, counts
+    assert counts["table"] == len(TABLES), counts  # one wildcard rule, one job per registered table
     assert counts["tables_index"] == 1 and "rate_shard" not in counts
     start = time.monotonic()
     snakemake(workdir, "--cores", "2", "tables/all")

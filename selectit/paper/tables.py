@@ -556,11 +556,16 @@ def to_latex(frame: pd.DataFrame, label: str) -> str:
                            position_float="centering", column_format="l" * len(shown.columns))
 
 
-def write_table(frame: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, title: str) -> None:
-    """CSV (numbers, flattened columns), Markdown (caption, table, notes) and LaTeX (booktabs), atomically."""
+def write_table(frame: pd.DataFrame, csv: str | Path, md: str | Path, tex: str | Path, title: str,
+                caption: str | None = None) -> None:
+    """CSV (numbers, flattened columns), Markdown (caption, table, notes; the report's caption text below
+    them when given) and LaTeX (booktabs), atomically."""
     write_text_atomic(Path(csv), numeric_frame(frame).to_csv(index=False))
     write_text_atomic(Path(tex), to_latex(frame, Path(tex).stem))
-    write_text_atomic(Path(md), to_markdown(frame, title))
+    markdown = to_markdown(frame, title)
+    if caption:
+        markdown += "\n" + caption.strip() + "\n"
+    write_text_atomic(Path(md), markdown)
 
 
 def write_index(markdown_files: Mapping[str, str | Path], out: str | Path) -> None:
