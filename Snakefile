@@ -34,9 +34,11 @@ include: "rules/tables.smk"
 include: "rules/figures.smk"
 
 
-# Selection for every configured method; training and evaluation too when training.bases names any.
+# Every level of score and the subsets of every configured method; training and evaluation too when
+# training.bases names any.
 rule all:
     input:
+        fused_targets(),
         subset_targets(),
         train_targets(),
         eval_targets(),

@@ -87,6 +87,11 @@ def model_infos(wildcards):
 subset_path = layout.subset
 
 
+def fused_targets():
+    """Every level of score for every sample of each dataset (results/scores/{dataset}/selectit.parquet)."""
+    return [layout.FUSED.format(dataset=d) for d in DATASETS]
+
+
 def subset_targets():
     return sorted(
         {
