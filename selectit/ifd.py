@@ -28,7 +28,8 @@ data_analysis.py --mod cherry --prompt alpaca`` then ``data_by_IFD.py``; see ``e
   proportion) of all N records (Cherry: ``sample_rate`` of the records left after dropping); the rater's own
   tokenizer serves both steps (Cherry's second step hard-codes LLaMA-1's, whose vocabulary LLaMA-2 shares);
   losses are computed batched with left padding (equal to Cherry's one-at-a-time loss within float error)
-  in ``rating.dtype`` (Cherry loads the model in fp32).
+  in ``rating.dtype`` (Cherry loads the model in fp32); the model is the rater ``selection.ifd.model`` (Cherry
+  first fine-tunes its base briefly on a clustered sample, its "pre-experienced" model).
 - the record's raw Alpaca ``instruction`` and ``input`` fields are used (``with_alpaca_fields``); our
   sample table joins them into one instruction. ShareGPT records have no input: the no-input prompt.
 
