@@ -110,3 +110,12 @@ def test_score_table_joins_a_baselines_scores_by_id_and_marks_the_selected(tmp_p
         score_table(tmp_path / "selectit.parquet", ["c"], n_total=4)
     with pytest.raises(InputError, match=r"selectit.parquet: no scores for 1 selected samples"):
         score_table(tmp_path / "selectit.parquet", ["z"])
+
+
+def test_a_hub_source_is_named_in_the_card_header():
+    from selectit.release import card_header
+
+    header = card_header("x", 10_400, "cc-by-nc-4.0", {"hf_name": "vicgalle/alpaca-gpt4", "revision": "main"},
+                         {"subset": "data/a.parquet", "scores": "scores/b.parquet"})
+    assert header["source_datasets"] == ["vicgalle/alpaca-gpt4"] and header["size_categories"] == ["10K<n<100K"]
+    assert header["configs"][0]["data_files"] == [{"split": "train", "path": "data/a.parquet"}]
