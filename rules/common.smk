@@ -382,3 +382,32 @@ def eval_judge(wildcards):
     if judge.get("type", "hf") == "hf" and model_dir.startswith("results/models/"):
         return f"{model_dir}/model.json"
     return []
+
+
+# ------------------------------------------------------------------ tables (rules/tables.smk, the registry)
+from functools import cache
+from pathlib import Path
+
+from selectit.methods import label as method_label
+
+
+@cache
+def table_params(name):
+    """Everything a table reads besides its input files: its title and caption, its declared view of the
+    config, the labels of the methods it shows, and Table 9's plan settings."""
+    spec = TABLES[name]
+    extra = None
+    if name == "table9":
+        extra = {
+            "expected": TABLE_EXPECTED_BENCHMARKS,
+            "gpus": declared_gpus(workflow.rules),
+            "skip": ["table", "tables_index"],
+            "model_gpus": {m: model_gpus(m) for m in MODELS},
+        }
+    return {
+        "title": spec.title,
+        "caption": Path(f"{workflow.basedir}/report/tables/{name}.rst").read_text(),
+        "view": table_view(config, TABLE_PAPER, spec.paper_keys),
+        "labels": {m: method_label(m) for m in TABLE_METHODS.get(name, [])},
+        "extra": extra,
+    }

@@ -1,9 +1,5 @@
 # The paper's tables (selectit.paper.tables): `snakemake tables/all` builds every one and the Markdown index
 # tables/all. Each table is results/tables/<name>.{csv,md,tex}, computed only from pipeline outputs.
-from functools import cache
-from pathlib import Path
-
-from selectit.methods import label as method_label
 from selectit.paper import plan as paper_plan
 from selectit.paper.registry import TABLES, view as table_view
 from selectit.paper.tables import declared_gpus
@@ -151,28 +147,6 @@ TABLE_METHODS = {
     "table4": list(LEVELS),
     "reported_vs_reproduced": ["full", "judge", "selectit"],
 }
-
-
-@cache
-def table_params(name):
-    """Everything a table reads besides its input files: its title and caption, its declared view of the
-    config, the labels of the methods it shows, and Table 9's plan settings."""
-    spec = TABLES[name]
-    extra = None
-    if name == "table9":
-        extra = {
-            "expected": TABLE_EXPECTED_BENCHMARKS,
-            "gpus": declared_gpus(workflow.rules),
-            "skip": ["table", "tables_index"],
-            "model_gpus": {m: model_gpus(m) for m in MODELS},
-        }
-    return {
-        "title": spec.title,
-        "caption": Path(f"{workflow.basedir}/report/tables/{name}.rst").read_text(),
-        "view": table_view(config, TABLE_PAPER, spec.paper_keys),
-        "labels": {m: method_label(m) for m in TABLE_METHODS.get(name, [])},
-        "extra": extra,
-    }
 
 
 rule table:
