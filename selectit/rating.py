@@ -116,6 +116,55 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 512,
     return batches
 
 
+# Row batching of the rater: a batch costs its padded tokens plus BATCH_COST_TOKENS (the fixed cost of one forward
+# pass: kernel launches, the prefix concatenation, the mask; ~10 ms eager on 2 CPU cores, about 16 tokens of work there)
+BATCH_COST_TOKENS = 32
+MAX_PADDING = 0.05  # the most padding (share of the padded tokens run) plan_low_padding leaves
+
+
+def plan_low_padding(lengths: Sequence[int], token_budget: int, max_rows: int = 512,
+                     max_padding: float = MAX_PADDING, batch_cost: float = BATCH_COST_TOKENS) -> list[list[int]]:
+    """Group row positions into batches of contiguous sorted lengths, each holding at most token_budget padded tokens
+    (a longer row goes alone) and max_rows rows, so that padded tokens + batch_cost x batches is least (an exact
+    dynamic programme over the sorted rows). If the padding left is more than max_padding of the padded tokens, the
+    batch cost is halved until it is not (cost 0 pads nothing: rows of one length per batch)."""
+    import numpy as np
+
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    sorted_len = np.array([lengths[i] for i in order], dtype=np.int64)
+    n = len(order)
+    if not n:
+        return []
+    real = int(sorted_len.sum())
+    cost = float(batch_cost)
+    while True:
+        best = np.zeros(n + 1)  # best[j]: least cost of batching the j shortest rows
+        start = np.zeros(n + 1, dtype=np.int64)
+        for j in range(1, n + 1):
+            width = int(sorted_len[j - 1])  # the batch ending at row j-1 is padded to its length
+            most = min(max_rows, max(1, token_budget // max(width, 1)), j)
+            firsts = np.arange(j - most, j)
+            total = best[firsts] + width * (j - firsts) + cost
+            k = int(np.argmin(total))
+            best[j], start[j] = total[k], firsts[k]
+        bounds = []
+        j = n
+        while j > 0:
+            bounds.append((int(start[j]), j))
+            j = int(start[j])
+        bounds.reverse()
+        padded = sum(int(sorted_len[b - 1]) * (b - a) for a, b in bounds)
+        if cost < 0.5 or 1 - real / max(padded, 1) <= max_padding:
+            return [order[a:b] for a, b in bounds]
+        cost /= 2
+
+
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """1 - real tokens / padded tokens of a batch plan (each batch padded to its longest row)."""
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches if b)
+    return 1 - sum(lengths[i] for b in batches for i in b) / padded if padded else 0.0
+
+
 @dataclass
 class RatingStats:
     rows: int = 0
@@ -389,7 +438,8 @@ class Rater:
         skip = len(self.prefix)
         batches = []  # planned on the tokens each row actually runs (after the prefix where it is reused)
         for group, cut in ((with_prefix, skip), (without, 0)):
-            planned = plan_batches([len(rows[i].input_ids) - cut for i in group], self.token_budget, self.max_rows)
+            planned = plan_low_padding([len(rows[i].input_ids) - cut for i in group], self.token_budget,
+                                       self.max_rows)
             batches += [[group[j] for j in batch] for batch in planned]
         self.stats.extra["prefix_rows"] = self.stats.extra.get("prefix_rows", 0) + len(with_prefix)
         self.stats.extra["prefix_tokens"] = skip
@@ -458,6 +508,106 @@ def _empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def _cgroup_cpu_quota(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> float | None:
+    """CPUs the cgroup quota of this process allows (quota / period; cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), the least over the process's cgroup and the root of the mount (a
+    container sees its own cgroup there); None where there is no quota."""
+    root = Path(root)
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        lines = []
+    v2_paths, v1_paths = [""], [""]
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2_paths.append(parts[2].strip("/"))
+        elif "cpu" in parts[1].split(","):
+            v1_paths.append(parts[2].strip("/"))
+    quotas = []
+    for rel in v2_paths:
+        try:
+            fields = (root / rel / "cpu.max").read_text().split()
+        except OSError:
+            continue
+        if len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
+            quotas.append(int(fields[0]) / int(fields[1]))
+    for rel in v1_paths:
+        for base in (root / "cpu" / rel, root / "cpu,cpuacct" / rel):
+            try:
+                quota = int((base / "cpu.cfs_quota_us").read_text())
+                period = int((base / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            if quota > 0 and period > 0:
+                quotas.append(quota / period)
+    return min(quotas) if quotas else None
+
+
+def _slurm_cpus(environ: Any) -> int | None:
+    """CPUs Slurm gave this task: SLURM_CPUS_PER_TASK, else SLURM_CPUS_PER_GPU x the GPUs on the node (1 if unset)."""
+    def number(name: str) -> int | None:
+        value = str(environ.get(name, "")).split("(")[0].strip()  # e.g. "4(x2)" in some Slurm variables
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    per_task = number("SLURM_CPUS_PER_TASK")
+    if per_task:
+        return per_task
+    per_gpu = number("SLURM_CPUS_PER_GPU")
+    if per_gpu:
+        gpus = number("SLURM_GPUS_ON_NODE") or number("SLURM_GPUS_PER_TASK") or 1
+        return per_gpu * gpus
+    return None
+
+
+def job_cpus(requested: int | None = None, *, environ: Any = None, affinity: set[int] | None = None,
+             quota: float | None | str = "read") -> tuple[int, dict[str, Any]]:
+    """The CPU threads a job may use: the least of the threads it asked for (the rule's ``threads``), the CPUs
+    Slurm gave the task (``_slurm_cpus``), the cgroup CPU quota rounded down (at least 1) and the CPUs of this
+    process's affinity mask (``os.sched_getaffinity``; what ``taskset``, Slurm's cgroup cpuset or a container
+    allows). Returns (threads, the limits seen). ``environ``, ``affinity`` and ``quota`` are read from the process
+    unless given (tests)."""
+    environ = os.environ if environ is None else environ
+    if affinity is None:
+        try:
+            affinity = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            affinity = set(range(os.cpu_count() or 1))
+    if quota == "read":
+        quota = _cgroup_cpu_quota()
+    limits: dict[str, Any] = {"requested": int(requested) if requested else None, "slurm": _slurm_cpus(environ),
+                              "cgroup_quota": round(quota, 3) if quota else None, "affinity": len(affinity)}
+    bounds = [v for v in (limits["requested"], limits["slurm"], len(affinity)) if v]
+    if quota:
+        bounds.append(max(1, int(quota + 1e-9)))
+    return max(1, min(bounds)), limits
+
+
+def prepare_cpu_threads(requested: int | None = None, **probe: Any) -> dict[str, Any]:
+    """Before torch is imported: limit OpenMP/MKL to ``job_cpus`` threads and make idle OpenMP threads sleep
+    (``OMP_WAIT_POLICY=PASSIVE``, unless set already) instead of spinning, so a rating job beside other busy
+    processes neither takes more cores than it was given nor burns them while it waits. Both are read by the OpenMP
+    runtime once, when torch loads it; if torch is imported already only ``torch.set_num_threads`` still applies
+    (``omp_env_applied`` says which). Also sets torch's thread count where torch is loaded. Returns what it did."""
+    import sys
+
+    threads, limits = job_cpus(requested, **probe)
+    applied = "torch" not in sys.modules
+    if applied:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            current = os.environ.get(name, "")
+            if not (current.isdigit() and 0 < int(current) <= threads):
+                os.environ[name] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    return {"threads": threads, "cpu_limits": limits, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "omp_env_applied": applied}
+
+
 def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write under a temporary name and rename, so the file is either complete or absent."""
     if metadata:
@@ -513,12 +663,10 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
                     model_name: str | None = None, gpus: int = 1) -> dict[str, Any]:
     """Rate one shard (a Parquet file or a table) under one prompt with one prepared model; write the
     rating shard atomically. ``gpus`` > 1: the model is split across that many GPUs (``load_prepared``)."""
-    import torch
+    cpu = prepare_cpu_threads(threads)  # before torch is first imported in a rating job's process
 
     from selectit.models import load_prepared, parse_dtype, read_model_info
 
-    if threads:
-        torch.set_num_threads(threads)
     info = read_model_info(model_dir)
     name = model_name or info["name"]
     model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
@@ -533,6 +681,7 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
     stats["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     stats["devices"] = sorted({str(p.device) for p in model.parameters()})
+    stats.update(cpu)
     if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
