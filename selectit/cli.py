@@ -104,11 +104,22 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_select(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
 
+    from selectit.errors import InputError
     from selectit.selection import parse_method, select_ids, write_subset
 
     samples = pq.read_table(args.samples).to_pandas().sort_values("index").reset_index(drop=True)
     scores = pq.read_table(args.scores).to_pandas().sort_values("index").reset_index(drop=True)
-    selected = select_ids(parse_method(args.method), args.proportion, samples, scores, args.seed)
+    method = parse_method(args.method)
+    reads = method.spec.reads
+    if reads in ("level", "selectit"):  # the fused table holds each level under its name
+        column = method.kind if reads == "level" else "selectit"
+        if method.alpha is not None or method.k is not None:
+            raise InputError(f"--method {args.method}: the score table holds the levels it was fused with; "
+                             "fuse again with the score command's --alpha (and its first K prompts) instead")
+        if column not in scores:
+            raise InputError(f"{args.scores}: no {column!r} column; make it with the score command")
+        scores = scores[["id", column]].rename(columns={column: "score"})
+    selected = select_ids(method, args.proportion, samples, scores, args.seed)
     stem = Path(args.out)
     write_subset(selected, samples, stem, stem.with_suffix(".sharegpt.json"), stem.with_suffix(".manifest.json"),
                  {"method": args.method, "proportion": args.proportion, "seed": args.seed})

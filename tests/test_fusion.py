@@ -118,3 +118,33 @@ def test_file_chain_equals_fuse_and_computes_each_level_once(tmp_path):
                                   sweep["selectit"].to_numpy())
     meta = json.loads(pq.read_schema(tmp_path / "sweep.parquet").metadata[b"selectit"])
     assert meta["alpha"] == 0.7 and meta["k"] == 2 and meta["prompt_ids"] == ["pa", "pb"]
+
+
+def test_cli_select_reads_each_level_from_the_fused_table(tmp_path):
+    """`python -m selectit select` on a score table from `score`: each level under its own column."""
+    import json
+
+    import pandas as pd
+
+    from selectit.cli import build_parser
+
+    n = 20
+    rng = np.random.default_rng(1)
+    samples = pd.DataFrame({"id": [f"s{i}" for i in range(n)], "index": range(n),
+                            "instruction": ["q"] * n, "response": ["r" * (i % 7) for i in range(n)]})
+    pq.write_table(pa.Table.from_pandas(samples, preserve_index=False), tmp_path / "samples.parquet")
+    scores = samples[["id", "index"]].assign(**{c: rng.normal(size=n) for c in ("token_r", "model_r", "selectit")})
+    pq.write_table(pa.Table.from_pandas(scores, preserve_index=False), tmp_path / "scores.parquet")
+    for method, column in [("token_r", "token_r"), ("selectit", "selectit"), ("model_r", "model_r")]:
+        out = tmp_path / f"{method}.json"
+        args = build_parser().parse_args(["select", "--samples", str(tmp_path / "samples.parquet"), "--scores",
+                                          str(tmp_path / "scores.parquet"), "--method", method,
+                                          "--proportion", "0.25", "--out", str(out)])
+        args.func(args)
+        top = scores.sort_values(column, ascending=False)["id"][:5].tolist()
+        assert [r["id"] for r in json.loads(out.read_text())] == top
+    args = build_parser().parse_args(["select", "--samples", str(tmp_path / "samples.parquet"), "--scores",
+                                      str(tmp_path / "scores.parquet"), "--method", "selectit-alpha0.4",
+                                      "--proportion", "0.25", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(InputError, match="fuse again"):
+        args.func(args)
