@@ -225,7 +225,9 @@ class _Normaliser:
         for pos, turn in enumerate(turns):
             if not isinstance(turn, dict) or role not in turn or content not in turn:
                 raise InputError(f"{self.where}: record {index}: turn {pos} needs '{role}' and '{content}'")
-        # first human turn followed directly by an assistant turn, as the released code reads LLMZoo data
+        # The first human turn followed directly by an assistant turn is our choice; the released code reads
+        # conversations[0] and [1] whatever their roles, which for SlimOrca would rate the system turn as the
+        # instruction.
         for pos in range(len(turns) - 1):
             if str(turns[pos][role]).lower() in HUMAN_ROLES and str(turns[pos + 1][role]).lower() in ASSISTANT_ROLES:
                 return (self.text(turns[pos][content], index, f"{key}[{pos}].{content}"),
