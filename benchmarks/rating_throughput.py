@@ -239,6 +239,20 @@ def matmul_peak(dtype: Any, device: str, n: int, reps: int) -> float:
     return best
 
 
+def cpu_info() -> dict[str, Any]:
+    """The CPU model and the matrix/bf16 features that decide the bf16 speed (AMX tiles; AVX512-BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 platform.processor() or None)
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"cpu_model": model, "cpu_amx": bool({"amx_bf16", "amx_tile"} & flags),
+            "cpu_avx512_bf16": "avx512_bf16" in flags, "cpu_flags_seen": sorted(flags & {
+                "amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx2"})}
+
+
 def loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
@@ -629,6 +643,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from selectit.rating import prepare_cpu_threads
+
+    # as a rating job does: the cores this process may use, idle OpenMP threads sleeping (before torch loads)
+    cpu_setup = prepare_cpu_threads(args.threads)
     import numpy as np
     import torch
     import transformers
@@ -638,8 +656,6 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     folders = [Path(f) for f in args.model_dir] if args.model_dir else prepare_default_models(Path(args.cache_dir))
 
@@ -660,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "selectit_compile": os.environ.get("SELECTIT_COMPILE"),
         "gpu": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
-        "load_start": loadavg(), "argv": sys.argv[1:],
+        "load_start": loadavg(), "argv": list(argv) if argv is not None else sys.argv[1:], "entry": sys.argv[0], **cpu_info(), "cpu_setup": cpu_setup,
     }
     print(json.dumps(env), flush=True)
     peaks_seen: dict[str, list[float]] = {}
