@@ -66,3 +66,15 @@ def test_a_benchmark_missing_from_the_data_dir_names_the_data_dir(tmp_path, miss
 def test_a_missing_data_dir_names_the_key(tmp_path):
     with pytest.raises(InputError, match=r"^config evaluation.data_dir: .*resources/eval does not exist"):
         check_evaluation(tmp_path / PAPER["data_dir"], ALL, PAPER["settings"])
+
+
+def test_data_yet_to_be_downloaded_leaves_the_settings_and_the_judge_checked(tmp_path):
+    """data=False (the workflow's download folder before its files are there): no data check, the rest as ever."""
+    missing = tmp_path / PAPER["data_dir"]
+    check_evaluation(missing, ALL, PAPER["settings"], data=False)
+    settings = copy.deepcopy(PAPER["settings"])
+    settings["alpaca_eval"]["judge"] = {"type": "hf"}
+    with pytest.raises(InputError, match="^config evaluation.settings.alpaca_eval.judge.model_dir"):
+        check_evaluation(missing, ALL, settings, data=False)
+    with pytest.raises(InputError, match="^config evaluation.settings.gsm"):
+        check_evaluation(missing, ALL, {**PAPER["settings"], "gsm": {"n_shots": 8}}, data=False)

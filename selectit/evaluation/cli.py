@@ -71,26 +71,29 @@ def check_settings(benchmark: str, settings: dict[str, Any] | None) -> None:
 
 
 def check_evaluation(data_dir: str | Path, benchmarks: list[str], settings: dict[str, Any] | None,
-                     key: str = "evaluation") -> None:
+                     key: str = "evaluation", data: bool = True) -> None:
     """Fail fast, before any job runs: InputError naming the config key (``evaluation.settings.<b>`` ...,
     ``evaluation.data_dir``, ``evaluation.settings.alpaca_eval.judge.model_dir`` ...) when an evaluation
     would stop later: an unknown benchmark or setting, a data folder that lacks a benchmark's files (each
     module's ``check_data``: the files its ``run`` reads), or an AlpacaEval judge that could not run (no
-    model, no endpoint). ``key``: the config path of the evaluation section, for the messages."""
+    model, no endpoint). ``key``: the config path of the evaluation section, for the messages. ``data=False``:
+    the data files are yet to come (the workflow's download rule, selectit.resources, fetches them) and only
+    the settings and the judge are checked."""
     settings = settings or {}
     for benchmark in benchmarks:
         try:
             check_settings(benchmark, settings.get(benchmark))
         except InputError as exc:
             raise InputError(f"config {key}.settings.{benchmark}: {exc}") from None
-    if not Path(data_dir).is_dir():
+    if data and not Path(data_dir).is_dir():
         raise InputError(f"config {key}.data_dir: {data_dir} does not exist (it must hold the benchmarks "
                          f"{', '.join(benchmarks)} in their public layout)")
     for benchmark in benchmarks:
         module = benchmark_module(benchmark)
         bench_settings = settings.get(benchmark) or {}
         try:
-            module.check_data(str(data_dir), bench_settings)
+            if data:
+                module.check_data(str(data_dir), bench_settings)
         except InputError as exc:
             raise InputError(f"config {key}.data_dir: {benchmark} cannot run: {exc}") from None
         if benchmark == "alpaca_eval":
