@@ -253,8 +253,12 @@ def selection_inputs(wildcards):
 
 
 # ------------------------------------------------------------------------ training and evaluation
+import os
+import re as _re
+
+from selectit import resources
 from selectit.evaluation import BENCHMARKS
-from selectit.evaluation.cli import check_settings, data_files
+from selectit.evaluation.cli import check_evaluation, check_settings, data_files
 
 TRAINING = config["training"]
 EVALUATION = config["evaluation"]
@@ -290,7 +294,27 @@ for _base, _spec in BASES.items():
             f"training base {_base!r} has the name of a rater but another spec; use `{_base}: {{rater: {_base}}}`"
         )
 for _benchmark, _settings in EVALUATION["settings"].items():
-    check_settings(_benchmark, _settings)
+    try:
+        check_settings(_benchmark, _settings)
+    except InputError as _exc:
+        raise InputError(f"config evaluation.settings.{_benchmark}: {_exc}") from None
+# With data_dir resources/eval the evaluations read the files that rules/resources.smk downloads; until all
+# are there, only the settings and the judge are checked, otherwise the data folder too.
+EVAL_DOWNLOADS = (
+    resources.files_for(EVALUATION["benchmarks"])
+    if resources.is_download_dir(EVALUATION["data_dir"])
+    else []
+)
+EVAL_DOWNLOAD_PATHS = "|".join(_re.escape(f.path) for f in resources.FILES)
+if BASES:
+    check_evaluation(
+        EVALUATION["data_dir"],
+        EVALUATION["benchmarks"],
+        EVALUATION["settings"],
+        data=all(
+            os.path.isfile(f"{resources.DOWNLOAD_DIR}/{f.path}") for f in EVAL_DOWNLOADS
+        ),
+    )
 
 # Every model prepare_model can build: the raters and the bases that give their own spec.
 MODEL_SPECS = {
@@ -371,8 +395,24 @@ def eval_settings(benchmark):
 
 
 def eval_data(wildcards):
-    """The benchmark's data files, so an edited file reruns its evaluations."""
+    """The benchmark's data files, so an edited file reruns its evaluations; in the download folder, the
+    files the download rule fetches."""
+    if EVAL_DOWNLOADS:
+        return eval_download_targets(wildcards.benchmark)
     return data_files(wildcards.benchmark, EVALUATION["data_dir"])
+
+
+def eval_download_targets(benchmark=None):
+    """The download folder's files of one configured benchmark (all of them without one)."""
+    return [
+        f"{resources.DOWNLOAD_DIR}/{f.path}"
+        for f in EVAL_DOWNLOADS
+        if benchmark in (None, f.benchmark)
+    ]
+
+
+def eval_download_sha256(wildcards):
+    return resources.entry(wildcards.path).sha256
 
 
 def eval_judge(wildcards):

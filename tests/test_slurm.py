@@ -104,7 +104,9 @@ def test_training_over_its_time_limit_resumes_on_the_next_attempt(slurm, complet
                 "settings": {"max_steps": max_steps, "save_steps": 5, "global_batch_size": 2,
                              "per_device_batch_size": 2, "max_length": 96, "gradient_checkpointing": False,
                              "logging_steps": 5}}
-    write_tiny_config(workdir, models, training=training)
+    # the config is checked whole when parsed (a training base makes its evaluations' data and judge required)
+    write_tiny_config(workdir, models, training=training,
+                      evaluation={"benchmarks": ["gsm"], "data_dir": str(REPO / "data/default/eval")})
     mark = tmp_path / "slowed"
     env = {**slurm, **fault_env(slow_step=2, slow_mark=mark)}
     proc = snakemake(workdir, "train_all", "--profile", str(REPO / "profiles/slurm"),
