@@ -6,6 +6,8 @@ from selectit.workflow import file_digest, rating_prompts, shard_hashes
 from selectit.data import shard_names
 from selectit.errors import InputError
 from selectit.methods import LEVELS, NAME_PATTERN, resolve, select_settings
+from selectit.methods import level_settings, token_prompt
+from selectit.fusion import resolve_weights
 from selectit.methods import parse as parse_method
 from selectit.models import rater_gpus
 
@@ -163,9 +165,10 @@ def baseline_scores(wildcards):
 
 
 # ------------------------------------------------------------------- selection methods (selectit.methods)
-# Every configured name is resolved now, so a bad name or a K above n_prompts stops `snakemake -n`
-# with the key that holds it.
+# Every configured name is resolved now, so a bad name or a K above n_prompts (or a K the released
+# variant cannot replay) stops `snakemake -n` with the key that holds it.
 for _key, _names in [
+    ("n_prompts (the levels fuse_scores gathers)", LEVELS),
     ("selection.methods", SELECTION["methods"]),
     ("training.methods", config["training"]["methods"]),
     *(
@@ -181,10 +184,29 @@ for _key, _names in [
 LEVEL_PATTERN = f"({'|'.join(LEVELS)})(-alpha[0-9.]+)?(-k[0-9]+)?"
 # The selection settings a method may depend on (selectit.methods.Kind.settings): its select job's params.
 SELECT_VALUES = {"seed": SELECTION["seed"], "threshold": JUDGE["threshold"]}
+# The level settings (Kind.level_settings): the level_scores job's params (token_r, model_r only).
+LEVEL_VALUES = {"token_prompt": token_prompt(config)}
+resolve_weights(
+    list(MODELS), {m: 1.0 for m in MODELS}, config["scoring"]["model_weights"]
+)
+
+
+def sentence_inputs(wildcards):
+    """The rater's token file; under scoring.variant released at k != score_levels also its logits, from
+    which the released code's k-class token scores are recomputed (selectit.fusion.sentence_file).
+    """
+    d, r = wildcards.dataset, wildcards.model
+    extra = (
+        {"logits": layout.LOGITS.format(dataset=d, model=r)}
+        if config["scoring"]["variant"] == "released"
+        and int(wildcards.k) != config["score_levels"]
+        else {}
+    )
+    return {"token": layout.TOKEN.format(dataset=d, model=r), **extra}
 
 
 def level_inputs(wildcards):
-    """A score level reads every rater's token file (token_r, model_r: the first prompt) or sentence file
+    """A score level reads every rater's token file (token_r, model_r: prompt scoring.token_prompt) or sentence file
     of its own K and alpha (sentence_r, selectit), and the raters' model.json (thetas, fingerprints).
     """
     m = resolve(wildcards.method, config)

@@ -43,9 +43,11 @@ rule token_scores:
 
 
 rule sentence_scores:
-    """Sentence-level score of one rater over prompts 1..k at alpha (Eq. 4); the file is named by both."""
+    """Sentence-level score of one rater over prompts 1..k at alpha (Eq. 4); the file is named by both.
+    Under scoring.variant released at k != score_levels it also reads the logits, to replay the released
+    code's k score classes (selectit.scoring.released_token_level)."""
     input:
-        token=layout.TOKEN,
+        unpack(sentence_inputs),
     output:
         sentence=layout.SENTENCE,
     log:
@@ -76,6 +78,7 @@ rule level_scores:
     params:
         models=list(MODELS),
         model_weights=config["scoring"]["model_weights"],
+        settings=lambda w: level_settings(w.method, LEVEL_VALUES),
     script:
         "../scripts/level_scores.py"
 

@@ -3,4 +3,5 @@ from selectit.smk import step
 
 with step(snakemake):
     w = snakemake.wildcards
-    sentence_file(snakemake.input.token, int(w.k), float(w.alpha), snakemake.output.sentence)
+    sentence_file(snakemake.input.token, int(w.k), float(w.alpha), snakemake.output.sentence,
+                  snakemake.input.get("logits"))

@@ -63,9 +63,10 @@ def fuse(sample_ids: Sequence[str], logits: dict[str, np.ndarray], prompt_ids: S
          token_level_prompt: int = 0, level_model: str | None = None) -> pd.DataFrame:
     """Every SelectIT score for every sample.
 
-    logits: model -> (N, P, K). n_prompts: use prompts 1..n_prompts (Table 2's K sweep; None = all).
-    Token-R uses prompt `token_level_prompt` of `level_model`; Sentence-R uses `level_model`
-    (default: the model with the largest weight); Model-R fuses the models' token-level scores of
+    logits: model -> (N, P, C). n_prompts: use prompts 1..n_prompts (Table 2's K sweep; None = all); under
+    the released variant at n_prompts != C the sentence level replays the released code's use of K as the
+    number of score classes (scoring.released_token_level). Token-R uses prompt `token_level_prompt`
+    (0-based) of `level_model`; Sentence-R uses `level_model` (default: the model with the largest weight); Model-R fuses the models' token-level scores of
     that single prompt with the model weights; SelectIT is the model-level score (Eq. 5).
     """
     models = list(logits)
@@ -79,7 +80,8 @@ def fuse(sample_ids: Sequence[str], logits: dict[str, np.ndarray], prompt_ids: S
         tokens = scoring.token_level(logits[m][:, :p, :].reshape(n * p, k), variant).reshape(n, p)
         for j in range(p):
             out[f"token/{m}/{prompt_ids[j]}"] = tokens[:, j]
-        sentence[m] = scoring.sentence_level(tokens, alpha)
+        sentence[m] = scoring.sentence_level(_released_k_tokens(logits[m], p) if _released_k(variant, p, k)
+                                             else tokens, alpha)
         token_first[m] = tokens[:, token_level_prompt]
         out[f"sentence/{m}"] = sentence[m]
     w = [weights[m] for m in models]
@@ -88,6 +90,21 @@ def fuse(sample_ids: Sequence[str], logits: dict[str, np.ndarray], prompt_ids: S
     out["model_r"] = scoring.model_level(np.column_stack([token_first[m] for m in models]), w)
     out["selectit"] = scoring.model_level(np.column_stack([sentence[m] for m in models]), w)
     return out
+
+
+def _released_k(variant: str, k: int, classes: int) -> bool:
+    """Whether the sentence level at K = k prompts needs the logits: the released code's k is also the number
+    of score classes, which the token file (Eq. 2-3 over all classes) does not hold unless k = classes."""
+    return variant == "released" and k != classes
+
+
+def _released_k_tokens(logits: np.ndarray, k: int) -> np.ndarray:
+    """(N, P, C) logits -> (N, k) token scores of prompts 1..k with the released code's k classes."""
+    n, _, classes = logits.shape
+    try:
+        return scoring.released_token_level(logits[:, :k, :].reshape(n * k, classes), k).reshape(n, k)
+    except ValueError as exc:
+        raise InputError(f"scoring.variant 'released': {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ file-level steps
@@ -117,17 +134,27 @@ def read_logits(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
     return ids, prompt_ids, arr.astype(np.float32)
 
 
+RELEASED_WEIGHTS = (7 / 20, 13 / 20, 70 / 90)  # the released model_level.py's 7B, 13B, 70B weights (no sum to 1)
+
+
 def resolve_weights(models: Sequence[str], thetas: dict[str, float], weights: str | dict[str, float]) -> dict[str, float]:
-    """'param' -> theta / sum theta (Eq. 5); a mapping -> explicit weights (e.g. the released 7/20, 13/20, 70/90)."""
+    """'param' -> theta / sum theta (Eq. 5); 'released' -> 7/20, 13/20, 70/90 by rater order (the released
+    model_level.py, which takes exactly three raters); a mapping -> explicit weights."""
     if weights == "param":
         w = scoring.param_weights([thetas[m] for m in models])
         return dict(zip(models, w.tolist()))
+    if weights == "released":
+        if len(models) != len(RELEASED_WEIGHTS):
+            raise InputError(f"scoring.model_weights 'released' gives 7/20, 13/20, 70/90 to exactly three raters in "
+                             f"the order of models (the released model_level.py's 7B, 13B, 70B); this config has "
+                             f"{len(models)}: {list(models)}; give a mapping rater -> weight instead")
+        return dict(zip(models, RELEASED_WEIGHTS))
     if isinstance(weights, dict):
         missing = [m for m in models if m not in weights]
         if missing:
-            raise InputError(f"model_weights has no weight for models {missing}")
+            raise InputError(f"scoring.model_weights has no weight for models {missing}")
         return {m: float(weights[m]) for m in models}
-    raise InputError(f"model_weights must be 'param' or a mapping model -> weight, got {weights!r}")
+    raise InputError(f"scoring.model_weights must be 'param', 'released' or a mapping model -> weight, got {weights!r}")
 
 
 def weights_from_files(info_paths: dict[str, str | Path], model_weights: str | dict[str, float]) -> dict[str, float]:
@@ -178,20 +205,37 @@ def token_file(logits_path: str | Path, variant: str, out: str | Path) -> None:
                                                "prompt_ids": prompt_ids})
 
 
-def sentence_file(token_path: str | Path, k: int, alpha: float, out: str | Path) -> None:
-    """Sentence-level scores (Eq. 4) of one rater over its prompts 1..k."""
+def sentence_file(token_path: str | Path, k: int, alpha: float, out: str | Path,
+                  logits_path: str | Path | None = None) -> None:
+    """Sentence-level scores (Eq. 4) of one rater over its prompts 1..k.
+
+    With `logits_path` (the workflow gives it only under the released variant at k != score classes) the
+    token scores of prompts 1..k are recomputed from the logits as the released code does at that k
+    (k classes summed, divided by k - 1: scoring.released_token_level) instead of read from the token file."""
     token = pq.read_table(token_path).to_pandas()
     prompts = [c for c in token.columns if c != "id"]
     if not 1 <= k <= len(prompts):
         raise InputError(f"{token_path}: K = {k} prompts asked for, {len(prompts)} rated")
-    sent = scoring.sentence_level(token[prompts[:k]].to_numpy(), alpha)
     meta = _read_meta(token_path)
+    extra = {}
+    if logits_path is None:
+        tokens = token[prompts[:k]].to_numpy()
+    else:
+        if meta.get("variant") != "released":
+            raise InputError(f"{token_path}: the released K replay needs released token scores, got variant "
+                             f"{meta.get('variant')!r}; rerun token_scores")
+        ids, logit_prompts, arr = read_logits(logits_path)
+        if ids != token["id"].tolist() or logit_prompts != prompts:
+            raise IncompleteRatingsError(f"{logits_path}: samples or prompts do not match {token_path}; rerun the merge")
+        tokens = _released_k_tokens(arr, k)
+        extra = {"score_classes": k}
+    sent = scoring.sentence_level(tokens, alpha)
     write_parquet_atomic(pa.table({"id": token["id"], "sentence": sent}), out,
-                         {**meta, "alpha": alpha, "k": k, "prompt_ids": prompts[:k]})
+                         {**meta, "alpha": alpha, "k": k, "prompt_ids": prompts[:k], **extra})
 
 
-def _aligned(paths: dict[str, str | Path], column: str | None) -> tuple[list[str], dict[str, np.ndarray]]:
-    """The per-rater score column of each file (None: the first score column), checked aligned."""
+def _aligned(paths: dict[str, str | Path], position: int = 1) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The per-rater score column at 1-based `position` among each file's score columns, checked aligned."""
     ids, out = None, {}
     for model, path in paths.items():
         table = pq.read_table(path).to_pandas()
@@ -199,7 +243,11 @@ def _aligned(paths: dict[str, str | Path], column: str | None) -> tuple[list[str
         if ids is not None and these != ids:
             raise IncompleteRatingsError(f"{path}: sample ids do not match the other raters' score files")
         ids = these
-        out[model] = table[column if column else [c for c in table.columns if c != "id"][0]].to_numpy()
+        columns = [c for c in table.columns if c != "id"]
+        if not 1 <= position <= len(columns):
+            raise InputError(f"{path}: score column {position} asked for (scoring.token_prompt), "
+                             f"{len(columns)} there")
+        out[model] = table[columns[position - 1]].to_numpy()
     return ids, out
 
 
@@ -217,14 +265,16 @@ def level_scores(kind: str, per_model: dict[str, np.ndarray], weights: dict[str,
 
 
 def level_file(method: str, source_paths: dict[str, str | Path], info_paths: dict[str, str | Path],
-               model_weights: str | dict[str, float], out: str | Path) -> None:
+               model_weights: str | dict[str, float], out: str | Path, token_prompt: int = 1) -> None:
     """The selection score of one score-level method (token_r, sentence_r, model_r, selectit and their
-    sweeps) from the raters' token or sentence files: results/scores/{dataset}/levels/{method}.parquet."""
-    from selectit.methods import parse
+    sweeps) from the raters' token or sentence files: results/scores/{dataset}/levels/{method}.parquet.
+    token_r and model_r read prompt line `token_prompt` (1-based, selectit.methods.token_prompt)."""
+    from selectit.methods import KINDS, parse
 
     kind = parse(method).kind
+    from_token = KINDS[kind].source == "token"
     weights = weights_from_files(info_paths, model_weights)
-    ids, per_model = _aligned(source_paths, None)
+    ids, per_model = _aligned(source_paths, token_prompt if from_token else 1)
     score, level_model = level_scores(kind, per_model, weights)
     metas = {m: _read_meta(p) for m, p in source_paths.items()}
     import json
@@ -234,7 +284,10 @@ def level_file(method: str, source_paths: dict[str, str | Path], info_paths: dic
     meta = {"method": method, "weights": weights, "level_model": level_model,
             "model_fingerprints": {m: i["fingerprint"] for m, i in infos.items()},
             "variant": first.get("variant"), "alpha": first.get("alpha"), "k": first.get("k"),
-            "prompt_ids": first.get("prompt_ids") if "k" in first else first.get("prompt_ids", [])[:1]}
+            "prompt_ids": (first.get("prompt_ids", [])[token_prompt - 1:token_prompt] if from_token
+                           else first.get("prompt_ids")),
+            **({"token_prompt": token_prompt} if from_token else {}),
+            **({"score_classes": first["score_classes"]} if "score_classes" in first else {})}
     write_parquet_atomic(pa.table({"id": ids, "score": score}), out, meta)
 
 

@@ -10,9 +10,11 @@ on:
   the merged ``ifd`` / ``judge`` table, or nothing but the samples);
 - ``settings``: the config values it depends on besides what it reads (``seed``, the judge's
   ``threshold``); they are the select job's params, so editing any other value re-selects nothing;
-- for score levels (token_r, sentence_r, model_r, selectit): ``source`` (token scores of the first prompt,
-  or sentence scores of the first K prompts at α), ``fused`` (Eq. 5 over the raters with the model
-  weights, else the rater with the largest weight), and the effective ``alpha`` / ``k``.
+- ``level_settings``: the config values its level job depends on besides its input files (Token-R's and
+  Model-R's prompt line, ``scoring.token_prompt``); they are the level_scores job's params;
+- for score levels (token_r, sentence_r, model_r, selectit): ``source`` (token scores of one prompt,
+  ``scoring.token_prompt``, or sentence scores of the first K prompts at α), ``fused`` (Eq. 5 over the
+  raters with the model weights, else the rater with the largest weight), and the effective ``alpha`` / ``k``.
 
 Adding a method: one `Kind` entry here (and its selection rule in selectit.selection if it is not a
 score level).
@@ -34,8 +36,9 @@ from selectit.errors import InputError
 class Kind:
     label: str
     reads: str | None = None  # None: the samples only; "level": its own level table; "selectit", "ifd", "judge"
-    settings: tuple[str, ...] = ()  # config values it depends on: "seed", "threshold"
-    source: str | None = None  # score levels: "token" (first prompt) or "sentence" (first K prompts at alpha)
+    settings: tuple[str, ...] = ()  # config values its subset depends on: "seed", "threshold"
+    level_settings: tuple[str, ...] = ()  # config values its level scores depend on: "token_prompt"
+    source: str | None = None  # score levels: "token" (one prompt) or "sentence" (first K prompts at alpha)
     fused: bool = False  # score levels: Eq. 5 over the raters; else the rater with the largest weight
     doc: str = ""
 
@@ -49,12 +52,13 @@ KINDS: dict[str, Kind] = {
     "full": Kind("Full data", doc="every sample (always named and trained at proportion 1.0)"),
     "random": Kind("Random", settings=("seed",), doc="int(N * proportion) samples drawn with the seed"),
     "length": Kind("Top by length", doc="the longest responses (character length)"),
-    "token_r": Kind("Token-R", reads="level", source="token",
-                    doc="token-level score (Eq. 2-3) of the first prompt, by the rater with the largest weight"),
+    "token_r": Kind("Token-R", reads="level", source="token", level_settings=("token_prompt",),
+                    doc="token-level score (Eq. 2-3) of one prompt (scoring.token_prompt, default the first), by "
+                        "the rater with the largest weight"),
     "sentence_r": Kind("Sentence-R", reads="level", source="sentence",
                        doc="sentence-level score (Eq. 4) of the rater with the largest weight"),
-    "model_r": Kind("Model-R", reads="level", source="token", fused=True,
-                    doc="the raters' first-prompt token-level scores fused with the model weights"),
+    "model_r": Kind("Model-R", reads="level", source="token", fused=True, level_settings=("token_prompt",),
+                    doc="the raters' token-level scores of that one prompt fused with the model weights"),
     "selectit": Kind("SelectIT", reads="level", source="sentence", fused=True,
                      doc="model-level score (Eq. 5) of the raters' sentence-level scores"),
     "random_unselected": Kind("Random from unselected", reads="selectit", settings=("seed",),
@@ -122,8 +126,20 @@ def _config_alpha(config: dict) -> float:
     return float((config.get("scoring") or {}).get("alpha", schema_default("scoring", "alpha")))
 
 
+def _config_scoring(config: dict, key: str):
+    return (config.get("scoring") or {}).get(key, schema_default("scoring", key))
+
+
+def _config_levels(config: dict) -> int:
+    return int(config.get("score_levels") or schema_default("score_levels"))
+
+
 def resolve(name: str, config: dict) -> Method:
-    """The method with its effective alpha and K (the override, else the config's) where it uses them."""
+    """The method with its effective alpha and K (the override, else the config's) where it uses them.
+
+    Under ``scoring.variant: released`` K is also the number of score classes the released code sums over
+    (selectit.scoring.released_token_level): K = 1 (a division by zero there) and K above score_levels (an
+    IndexError there) stop here, when the DAG is built."""
     m = parse(name)
     if not m.spec.sweeps:
         return m
@@ -131,7 +147,44 @@ def resolve(name: str, config: dict) -> Method:
     n_rated = _config_k(config)
     if k > n_rated:
         raise InputError(f"method {name!r} asks for K={k} prompts but n_prompts is {n_rated}")
+    if _config_scoring(config, "variant") == "released":
+        levels = _config_levels(config)
+        if k < 2:
+            raise InputError(
+                f"method {name!r} at K = {k} under scoring.variant 'released': the released sentence_level.py / "
+                "model_level.py use K as the number of score classes too and divide by K - 1, which is 0 at "
+                "K = 1 (NaN scores there); use K >= 2, or scoring.variant 'paper'")
+        if k > levels:
+            raise InputError(
+                f"method {name!r} at K = {k} under scoring.variant 'released': the released code sums over the "
+                f"first K score classes, but score_levels is {levels} (an IndexError there); use K <= {levels}, "
+                "or scoring.variant 'paper'")
     return Method(name, m.kind, _config_alpha(config) if m.alpha is None else m.alpha, k)
+
+
+def token_prompt(config: dict) -> int:
+    """Token-R's and Model-R's prompt: a 1-based line among the rated prompts 1..n_prompts.
+
+    ``scoring.token_prompt``: a line number (default 1), or ``random``: one line drawn with
+    ``random.Random(scoring.token_prompt_seed).choice`` over the rated lines, the released token_level.py's
+    ``random.choice(readlines())`` made reproducible (the same line when the prompt file has n_prompts lines)."""
+    import random
+
+    choice = _config_scoring(config, "token_prompt")
+    n_rated = _config_k(config)
+    if choice == "random":
+        seed = _config_scoring(config, "token_prompt_seed")
+        return random.Random(seed).choice(range(1, n_rated + 1))
+    if isinstance(choice, bool) or not isinstance(choice, int) or not 1 <= choice <= n_rated:
+        raise InputError(f"config scoring.token_prompt: {choice!r} is not a rated prompt line; use a line number "
+                         f"1..{n_rated} (n_prompts) or 'random'")
+    return choice
+
+
+def level_settings(name: str, values: dict) -> dict:
+    """Of the level settings `values` (token_prompt), those this method's level scores depend on: the
+    level_scores job's params, so editing another value recomputes no level."""
+    return {key: values[key] for key in parse(name).spec.level_settings}
 
 
 def label(name: str) -> str:

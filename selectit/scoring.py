@@ -2,7 +2,8 @@
 
 Shapes: N samples, K score tokens ("1".."K"), P rating prompts, M rater models.
 The formulas are the paper's (arXiv 2402.16705, Eq. 2-5); `variant="released"`
-replays the released code, which applies a second softmax before Eq. 2-3.
+replays the released code, which applies a second softmax before Eq. 2-3, and at K prompts other than the
+number of score classes uses K for both (`released_token_level`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,23 @@ def token_level(score_logits: np.ndarray, variant: str = "paper") -> np.ndarray:
     base_index = probs.argmax(axis=1)
     base_prob = np.take_along_axis(probs, base_index[:, None], axis=1)
     spread = np.abs(probs - base_prob).sum(axis=1) / (k - 1)
+    return (base_index + 1) * spread
+
+
+def released_token_level(score_logits: np.ndarray, k: int) -> np.ndarray:
+    """Eq. 2-3 as the released sentence_level.py / model_level.py compute them at K = k prompts: their k is
+    also the number of score classes summed over. P'' (second softmax) and S_base = argmax P'' + 1 are over
+    all C classes; the spread sums P''_base - P''_i over the first k classes only and divides by k - 1.
+    At k = C this is `token_level(score_logits, "released")`, operation for operation.  (N, C) -> (N,)."""
+    probs = score_probabilities(score_logits, "released")
+    classes = probs.shape[1]
+    if not 2 <= k <= classes:
+        why = ("divides by k - 1 = 0" if k == 1 else
+               f"sums over the first {k} of {classes} score classes, which do not exist (IndexError there)")
+        raise ValueError(f"released token level at K = {k}: the released code {why}; needs 2 <= K <= {classes}")
+    base_index = probs.argmax(axis=1)
+    base_prob = np.take_along_axis(probs, base_index[:, None], axis=1)
+    spread = np.abs(probs[:, :k] - base_prob).sum(axis=1) / (k - 1)
     return (base_index + 1) * spread
 
 

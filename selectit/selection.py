@@ -176,7 +176,8 @@ def make_subset_from_files(method_name: str, proportion: float, samples_path: st
         meta = _score_table_meta(scores_path)
         manifest["model_fingerprints"] = meta.get("model_fingerprints")
         manifest["prompt_ids"] = meta.get("prompt_ids")
-        manifest["config"].update({k: meta.get(k) for k in ("alpha", "k", "variant", "weights", "level_model")
+        manifest["config"].update({k: meta.get(k) for k in ("alpha", "k", "variant", "weights", "level_model",
+                                                            "token_prompt", "score_classes")
                                    if meta.get(k) is not None})
     if method.kind == "ifd":
         manifest["ifd"] = _ifd_counts(scores_path, scores, selected)

@@ -87,3 +87,40 @@ def test_nonfinite_logits_name_rows():
     logits[2, 1] = np.nan
     with pytest.raises(ValueError, match=r"rows \[2\]"):
         scoring.token_level(logits)
+
+
+def plain_released_k_token_level(logits, k):
+    """The released sentence_level.py's token score at -k K, written as a plain loop: P'' over every class,
+    the base over every class, the spread over the first k classes only, divided by k - 1."""
+    out = []
+    for row in logits:
+        e = [math.exp(x - max(row)) for x in row]
+        p = [x / sum(e) for x in e]
+        e2 = [math.exp(x) for x in p]
+        p = [x / sum(e2) for x in e2]
+        base = max(range(len(p)), key=lambda i: (p[i], -i))
+        total = 0.0
+        for i in range(k):
+            total += p[base] - p[i]
+        out.append((base + 1) * (total / (k - 1)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+def test_released_k_token_level_matches_plain_loop(k):
+    rng = np.random.default_rng(k)
+    logits = rng.normal(0, 3, size=(300, 5))
+    np.testing.assert_allclose(scoring.released_token_level(logits, k), plain_released_k_token_level(logits, k),
+                               rtol=1e-12, atol=1e-15)
+
+
+def test_released_k_at_all_classes_is_the_released_token_level_and_differs_below():
+    logits = np.random.default_rng(7).normal(0, 3, size=(200, 5))
+    np.testing.assert_array_equal(scoring.released_token_level(logits, 5), scoring.token_level(logits, "released"))
+    assert not np.allclose(scoring.released_token_level(logits, 3), scoring.token_level(logits, "released"))
+
+
+@pytest.mark.parametrize("k, why", [(1, "divides by k - 1 = 0"), (6, "IndexError")])
+def test_released_k_outside_the_classes_is_refused(k, why):
+    with pytest.raises(ValueError, match=why):
+        scoring.released_token_level(np.zeros((2, 5)), k)

@@ -73,11 +73,17 @@ def settings(config: dict) -> dict[str, Any]:
     if paper["tsne"]["model"] not in config["models"]:
         raise InputError(f"config paper.tsne.model: {paper['tsne']['model']!r} is not a rater in models")
     n_prompts = config.get("n_prompts", 5)
+    # the released variant replays K as the number of score classes too: no K = 1 (a division by zero there)
+    released = (config.get("scoring") or {}).get("variant") == "released"
+    low = 2 if released else 1
     if "k_values" not in (config.get("paper") or {}):  # the default sweep, cut to the prompts there are
-        paper["k_values"] = sorted({k for k in DEFAULTS["k_values"] if k <= n_prompts} | {n_prompts})
+        paper["k_values"] = sorted({k for k in DEFAULTS["k_values"] if low <= k <= n_prompts} | {n_prompts})
     bad_k = [k for k in paper["k_values"] if not 1 <= k <= n_prompts]
     if bad_k:
         raise InputError(f"config paper.k_values: {bad_k} outside 1..n_prompts ({n_prompts})")
+    if released and 1 in paper["k_values"]:
+        raise InputError("config paper.k_values: K = 1 under scoring.variant 'released', whose code divides by "
+                         "K - 1 there (selectit.methods.resolve); drop 1, or use scoring.variant 'paper'")
     return paper
 
 
