@@ -430,3 +430,62 @@ def test_rating_job_sets_passive_wait_and_threads_before_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the CPU attention for wide heads
+
+
+def test_manual_attention_equals_sdpa():
+    """Matmul + fp32 softmax attention (grouped heads folded, not repeated) gives SDPA's output: causal (no mask),
+    a boolean mask with a prefix and left padding, and an additive mask; padding queries that see nothing stay
+    finite."""
+    import torch
+    import torch.nn.functional as F
+
+    from selectit.rating import _manual_attention
+
+    torch.manual_seed(0)
+    b, hq, hkv, t, p, d = 3, 4, 2, 7, 3, 32
+    q = torch.randn(b, hq, t, d)
+    k, v = torch.randn(b, hkv, t + p, d), torch.randn(b, hkv, t + p, d)
+    rep = lambda x: x.repeat_interleave(hq // hkv, dim=1)  # noqa: E731
+    ref = F.scaled_dot_product_attention(q, rep(k[:, :, :t]), rep(v[:, :, :t]), is_causal=True, scale=0.2)
+    out, _ = _manual_attention(None, q, k[:, :, :t], v[:, :, :t], None, 0.2)
+    torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    mask = torch.ones(b, 1, t, t + p, dtype=torch.bool)
+    mask[:, :, :, p:] = torch.ones(t, t, dtype=torch.bool).tril()
+    mask[1, :, :, p:p + 2] = False  # row 1: two left-padding keys
+    ref = F.scaled_dot_product_attention(q, rep(k), rep(v), attn_mask=mask)
+    out, _ = _manual_attention(None, q, k, v, mask, None)
+    torch.testing.assert_close(out, ref.transpose(1, 2), atol=1e-5, rtol=1e-5)
+    additive = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    out2, _ = _manual_attention(None, q, k, v, additive, None)
+    torch.testing.assert_close(out2, out, atol=1e-6, rtol=1e-6)
+    nothing = torch.zeros_like(mask)
+    assert torch.isfinite(_manual_attention(None, q, k, v, nothing, None)[0]).all()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_manual_attention_in_the_rater_equals_sdpa(arch, tiny_model_dir, smollm2_tokenizer_dir, tmp_path,
+                                                   monkeypatch):
+    """With every head width sent to the manual attention, the rater's logits (prefix reused, and rows in full with
+    left padding) equal plain SDPA rating every row in full."""
+    import torch
+
+    import selectit.rating as rating
+    from selectit.models import load_prepared
+
+    folder = tiny_model_dir if arch == "llama" else _tiny_gemma3(smollm2_tokenizer_dir, tmp_path / "gemma3")
+    model, tok = load_prepared(folder, dtype=torch.float32)
+    shard = _shard()
+    full, _ = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
+    monkeypatch.setattr(rating, "MANUAL_ATTENTION_MIN_HEAD_DIM", 1)
+    calls = []
+    real = rating._manual_attention
+    monkeypatch.setattr(rating, "_manual_attention", lambda *a: calls.append(1) or real(*a))
+    reused, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", token_budget=300, progress=False)
+    assert calls and stats["prefix_rows"] > 0
+    np.testing.assert_allclose(_logits(reused), _logits(full), atol=1e-4)
+    again, _ = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
+    np.testing.assert_allclose(_logits(again), _logits(full), atol=1e-4)
