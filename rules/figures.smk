@@ -52,7 +52,7 @@ rule embed_samples:
         samples="results/data/{dataset}/samples.parquet",
         model="results/models/{model}/model.json",
     output:
-        embeddings="results/embeddings/{dataset}/{model}.parquet",
+        embeddings=layout.EMBEDDINGS,
     log:
         "logs/embed_samples/{dataset}/{model}.log",
     benchmark:
@@ -70,135 +70,72 @@ rule embed_samples:
         "../scripts/embed_samples.py"
 
 
-rule figure_data_quantity:
-    """Δ Overall vs full of models trained on the top share of the SelectIT-sorted data."""
+# What each figure reads and the settings it is drawn with (selectit.paper.figure_registry draws it).
+FIGURE_INPUTS = {
+    "data_quantity": {"evals": QUANTITY_EVALS},
+    "length_and_calculation": {"subsets": FIGURE_LENGTH_SUBSETS},
+    "trends_vs_proportion": {"subsets": FIGURE_TREND_SUBSETS},
+    "tsne": {
+        "embeddings": layout.EMBEDDINGS.format(
+            dataset=PAPER_DATASET, model=TSNE["model"]
+        ),
+        "random": FIGURE_RANDOM_SUBSET,
+        "selectit": FIGURE_SELECTIT_SUBSET,
+    },
+    "score_distributions": {
+        "samples": layout.SAMPLES.format(dataset=PAPER_DATASET),
+        "scores": layout.FUSED.format(dataset=PAPER_DATASET),
+        "selectit": FIGURE_SELECTIT_SUBSET,
+    },
+}
+FIGURE_PARAMS = {
+    "data_quantity": {"runs": QUANTITY_KEYS, "benchmarks": EVALUATION["benchmarks"]},
+    "length_and_calculation": {
+        "methods": LENGTH_METHODS,
+        "dataset": PAPER_DATASET,
+        "labels": {m: method_label(m) for m in LENGTH_METHODS},
+    },
+    "trends_vs_proportion": {
+        "proportions": PAPER["trend_proportions"],
+        "selected_proportion": PAPER["proportion"],
+        "dataset": PAPER_DATASET,
+    },
+    "tsne": {"tsne": TSNE, "dataset": PAPER_DATASET},
+    "score_distributions": {
+        "proportion": PAPER["proportion"],
+        "score_levels": config["score_levels"],
+        "dataset": PAPER_DATASET,
+        "labels": {m: method_label(m) for m in LEVELS},
+    },
+}
+
+
+rule figure:
+    """One figure of the paper (selectit.paper.figure_registry): figures/<name>.{pdf,png,csv}, the CSV holding
+    the plotted values."""
     input:
-        evals=QUANTITY_EVALS,
+        unpack(lambda w: FIGURE_INPUTS[w.figure]),
     output:
-        pdf="figures/data_quantity.pdf",
+        pdf="figures/{figure}.pdf",
         png=report(
-            "figures/data_quantity.png",
-            caption="../report/figures/data_quantity.rst",
+            "figures/{figure}.png",
+            caption="../report/figures/caption.rst",
             category="Figures",
         ),
-        csv="figures/data_quantity.csv",
+        csv="figures/{figure}.csv",
     log:
-        "logs/figure_data_quantity/figure.log",
+        "logs/figure/{figure}.log",
     benchmark:
-        "benchmarks/figure_data_quantity/figure.tsv"
+        "benchmarks/figure/{figure}.tsv"
+    wildcard_constraints:
+        figure="|".join(FIGURE_INPUTS),
     conda:
         "../envs/figures.yaml"
     params:
-        runs=QUANTITY_KEYS,
-        benchmarks=EVALUATION["benchmarks"],
+        settings=lambda w: FIGURE_PARAMS[w.figure],
+        caption=lambda w: Path(f"{CAPTIONS}/{w.figure}.rst").read_text(),
     script:
-        "../scripts/figure_data_quantity.py"
-
-
-rule figure_length_and_calculation:
-    """Average length and calculation share of the full data, the judge and the SelectIT subsets."""
-    input:
-        subsets=FIGURE_LENGTH_SUBSETS,
-    output:
-        pdf="figures/length_and_calculation.pdf",
-        png=report(
-            "figures/length_and_calculation.png",
-            caption="../report/figures/length_and_calculation.rst",
-            category="Figures",
-        ),
-        csv="figures/length_and_calculation.csv",
-    log:
-        "logs/figure_length_and_calculation/figure.log",
-    benchmark:
-        "benchmarks/figure_length_and_calculation/figure.tsv"
-    conda:
-        "../envs/figures.yaml"
-    params:
-        methods=LENGTH_METHODS,
-        dataset=PAPER_DATASET,
-    script:
-        "../scripts/figure_length_and_calculation.py"
-
-
-rule figure_trends_vs_proportion:
-    """Calculation share and average length of the top p of the SelectIT-sorted data against p."""
-    input:
-        subsets=FIGURE_TREND_SUBSETS,
-    output:
-        pdf="figures/trends_vs_proportion.pdf",
-        png=report(
-            "figures/trends_vs_proportion.png",
-            caption="../report/figures/trends_vs_proportion.rst",
-            category="Figures",
-        ),
-        csv="figures/trends_vs_proportion.csv",
-    log:
-        "logs/figure_trends_vs_proportion/figure.log",
-    benchmark:
-        "benchmarks/figure_trends_vs_proportion/figure.tsv"
-    conda:
-        "../envs/figures.yaml"
-    params:
-        proportions=PAPER["trend_proportions"],
-        selected_proportion=PAPER["proportion"],
-        dataset=PAPER_DATASET,
-    script:
-        "../scripts/figure_trends_vs_proportion.py"
-
-
-rule figure_tsne:
-    """t-SNE of the embeddings of the random and the SelectIT subset at the paper's proportion."""
-    input:
-        embeddings=f"results/embeddings/{PAPER_DATASET}/{TSNE['model']}.parquet",
-        random=FIGURE_RANDOM_SUBSET,
-        selectit=FIGURE_SELECTIT_SUBSET,
-    output:
-        pdf="figures/tsne.pdf",
-        png=report(
-            "figures/tsne.png",
-            caption="../report/figures/tsne.rst",
-            category="Figures",
-        ),
-        csv="figures/tsne.csv",
-    log:
-        "logs/figure_tsne/figure.log",
-    benchmark:
-        "benchmarks/figure_tsne/figure.tsv"
-    conda:
-        "../envs/figures.yaml"
-    params:
-        tsne=TSNE,
-        dataset=PAPER_DATASET,
-    script:
-        "../scripts/figure_tsne.py"
-
-
-rule figure_score_distributions:
-    """Every level of score; flawed vs clean records where the data labels flaws."""
-    input:
-        samples=f"results/data/{PAPER_DATASET}/samples.parquet",
-        scores=f"results/scores/{PAPER_DATASET}/selectit.parquet",
-        selectit=FIGURE_SELECTIT_SUBSET,
-    output:
-        pdf="figures/score_distributions.pdf",
-        png=report(
-            "figures/score_distributions.png",
-            caption="../report/figures/score_distributions.rst",
-            category="Figures",
-        ),
-        csv="figures/score_distributions.csv",
-    log:
-        "logs/figure_score_distributions/figure.log",
-    benchmark:
-        "benchmarks/figure_score_distributions/figure.tsv"
-    conda:
-        "../envs/figures.yaml"
-    params:
-        proportion=PAPER["proportion"],
-        score_levels=config["score_levels"],
-        dataset=PAPER_DATASET,
-    script:
-        "../scripts/figure_score_distributions.py"
+        "../scripts/figure.py"
 
 
 rule figure_index:
@@ -217,7 +154,11 @@ rule figure_index:
         names=FIGURES,
         captions={name: caption_text(f"{CAPTIONS}/{name}.rst") for name in FIGURES},
         sources={
-            name: [str(f) for f in getattr(rules, f"figure_{name}").input]
+            name: [
+                str(f)
+                for v in FIGURE_INPUTS[name].values()
+                for f in ([v] if isinstance(v, str) else v)
+            ]
             for name in FIGURES
         },
     script:

@@ -319,7 +319,7 @@ def test_figures_workflow_and_report(tiny_models, tmp_path):
     write_tiny_config(workdir, models, records=flawed_records(24), selection__proportions=[0.25], paper=paper,
                       datasets={"tiny": {"path": "data.json", "format": "alpaca", "n_shards": 1}})
     counts = job_counts(workdir, "figures/all")
-    assert counts["figure_index"] == 1 and "figure_data_quantity" not in counts and "train_subset" not in counts
+    assert counts["figure_index"] == 1 and counts["figure"] == 4 and "train_subset" not in counts  # no data_quantity
     assert counts["embed_samples"] == 1
     start = time.monotonic()
     snakemake(workdir, "--cores", "2", "figures/all")
