@@ -8,9 +8,9 @@ rule ifd_shard:
     membership hash changes."""
     input:
         data=rating_data_input,
-        model="results/models/{model}/model.json",
+        model=layout.MODEL_INFO,
     output:
-        ifd="results/ifd/{dataset}/{model}/{shard}.parquet",
+        ifd=layout.IFD_SHARD,
     log:
         "logs/ifd_shard/{dataset}/{model}/{shard}.log",
     benchmark:
@@ -34,10 +34,10 @@ rule ifd_shard:
 rule merge_ifd:
     """Every IFD shard of the configured rater, checked complete and aligned with the samples."""
     input:
-        samples="results/data/{dataset}/samples.parquet",
+        samples=layout.SAMPLES,
         shards=ifd_shards,
     output:
-        scores="results/scores/{dataset}/ifd.parquet",
+        scores=layout.BASELINE.format(dataset="{dataset}", baseline="ifd"),
     log:
         "logs/merge_ifd/{dataset}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule judge_shard:
         data=rating_data_input,
         judge=judge_model,
     output:
-        judge="results/judge/{dataset}/{shard}.parquet",
+        judge=layout.JUDGE_SHARD,
     log:
         "logs/judge_shard/{dataset}/{shard}.log",
     benchmark:
@@ -77,10 +77,10 @@ rule judge_shard:
 rule merge_judge:
     """Every judge shard, checked complete and aligned with the samples; the unparsed-answer policy applies."""
     input:
-        samples="results/data/{dataset}/samples.parquet",
+        samples=layout.SAMPLES,
         shards=judge_shards,
     output:
-        scores="results/scores/{dataset}/judge.parquet",
+        scores=layout.BASELINE.format(dataset="{dataset}", baseline="judge"),
     log:
         "logs/merge_judge/{dataset}.log",
     benchmark:

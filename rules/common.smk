@@ -41,7 +41,7 @@ def model_source(spec):
 
 def prepared_model_name(folder):
     """The model a folder results/models/<name>[/...] is prepared for, else None (a folder elsewhere)."""
-    prefix = "results/models/"
+    prefix = layout.MODEL_DIR.format(model="")
     folder = str(folder)
     return (
         folder.removeprefix(prefix).partition("/")[0]
@@ -128,7 +128,7 @@ if JUDGE["type"] == "hf" and prepared_model_name(JUDGE["model_dir"]) is not None
 
 def ifd_shards(wildcards):
     return expand(
-        "results/ifd/{dataset}/{model}/{shard}.parquet",
+        layout.IFD_SHARD,
         dataset=wildcards.dataset,
         model=IFD["model"],
         shard=shards(wildcards.dataset),
@@ -137,7 +137,7 @@ def ifd_shards(wildcards):
 
 def judge_shards(wildcards):
     return expand(
-        "results/judge/{dataset}/{shard}.parquet",
+        layout.JUDGE_SHARD,
         dataset=wildcards.dataset,
         shard=shards(wildcards.dataset),
     )
@@ -441,7 +441,9 @@ def eval_judge(wildcards):
     """A local judge model (AlpacaEval's hf judge) prepared by the workflow is an input of its jobs."""
     judge = eval_settings(wildcards.benchmark).get("judge") or {}
     model_dir = str(judge.get("model_dir") or "").rstrip("/")
-    if judge.get("type", "hf") == "hf" and model_dir.startswith("results/models/"):
+    if judge.get("type", "hf") == "hf" and model_dir.startswith(
+        layout.MODEL_DIR.format(model="")
+    ):
         return f"{model_dir}/model.json"
     return []
 

@@ -3,8 +3,8 @@ rule prepare_data:
     input:
         dataset_source,
     output:
-        samples="results/data/{dataset}/samples.parquet",
-        report="results/data/{dataset}/report.json",
+        samples=layout.SAMPLES,
+        report=layout.DATA_REPORT,
     log:
         "logs/prepare_data/{dataset}.log",
     benchmark:

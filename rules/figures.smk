@@ -49,8 +49,8 @@ FIGURES += [
 rule embed_samples:
     """Last-layer hidden states of a rater, mean-pooled over the text tokens of each sample (t-SNE)."""
     input:
-        samples="results/data/{dataset}/samples.parquet",
-        model="results/models/{model}/model.json",
+        samples=layout.SAMPLES,
+        model=layout.MODEL_INFO,
     output:
         embeddings=layout.EMBEDDINGS,
     log:
@@ -116,13 +116,13 @@ rule figure:
     input:
         unpack(lambda w: FIGURE_INPUTS[w.figure]),
     output:
-        pdf="figures/{figure}.pdf",
+        pdf=layout.FIGURE.format(figure="{figure}", ext="pdf"),
         png=report(
-            "figures/{figure}.png",
+            layout.FIGURE.format(figure="{figure}", ext="png"),
             caption="../report/figures/caption.rst",
             category="Figures",
         ),
-        csv="figures/{figure}.csv",
+        csv=layout.FIGURE.format(figure="{figure}", ext="csv"),
     log:
         "logs/figure/{figure}.log",
     benchmark:
@@ -141,7 +141,7 @@ rule figure:
 rule figure_index:
     """figures/all: every figure with its caption and the pipeline outputs it was drawn from."""
     input:
-        figures=expand("figures/{name}.{ext}", name=FIGURES, ext=["pdf", "png", "csv"]),
+        figures=expand(layout.FIGURE, figure=FIGURES, ext=["pdf", "png", "csv"]),
     output:
         index="figures/all",
     log:

@@ -1,7 +1,7 @@
 rule prepare_model:
     """Convert a rater once to a safetensors HF folder with model.json (theta, fingerprint)."""
     output:
-        info="results/models/{model}/model.json",
+        info=layout.MODEL_INFO,
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

@@ -5,9 +5,9 @@ rule rate_shard:
     shards whose membership changed (see selectit.data.load_shard)."""
     input:
         data=rating_data_input,
-        model="results/models/{model}/model.json",
+        model=layout.MODEL_INFO,
     output:
-        ratings="results/ratings/{dataset}/{model}/{prompt}/{shard}.parquet",
+        ratings=layout.RATING_SHARD,
     log:
         "logs/rate_shard/{dataset}/{model}/{prompt}/{shard}.log",
     benchmark:

@@ -94,7 +94,7 @@ TABLE_EXPECTED_BENCHMARKS = {
 }
 # Table 9 measures tokens per rating row on this run's rating shards of the main dataset.
 TABLE_RATING_SHARDS = expand(
-    "results/ratings/{dataset}/{model}/{prompt}/{shard}.parquet",
+    layout.RATING_SHARD,
     dataset=TABLE_DATASET,
     model=list(MODELS),
     prompt=[p.id for p in PROMPTS],
@@ -155,12 +155,12 @@ rule table:
         unpack(lambda w: TABLE_INPUTS[w.table]),
     output:
         csv=report(
-            "results/tables/{table}.csv",
+            layout.TABLE.format(table="{table}", ext="csv"),
             caption="../report/tables/caption.rst",
             category="Tables",
         ),
-        md="results/tables/{table}.md",
-        tex="results/tables/{table}.tex",
+        md=layout.TABLE.format(table="{table}", ext="md"),
+        tex=layout.TABLE.format(table="{table}", ext="tex"),
     log:
         "logs/table/{table}.log",
     benchmark:
@@ -181,7 +181,7 @@ rule table:
 rule tables_index:
     """tables/all: a Markdown page holding every table (`snakemake tables/all` builds them all)."""
     input:
-        tables=[f"results/tables/{name}.md" for name in TABLE_TITLES],
+        tables=[layout.TABLE.format(table=name, ext="md") for name in TABLE_TITLES],
     output:
         index="tables/all",
     log:

@@ -29,6 +29,9 @@ RUN_DIR = "results/{stage}/{base}/{dataset}/{method}/{proportion}/seed{seed}"
 TRAIN_RESULT = "results/train/{base}/{dataset}/{method}/{proportion}/seed{seed}/train_result.json"
 EVAL_RESULT = "results/eval/{base}/{dataset}/{method}/{proportion}/seed{seed}/{benchmark}.json"
 EMBEDDINGS = "results/embeddings/{dataset}/{model}.parquet"
+TABLE = "results/tables/{table}.{ext}"  # ext: csv, md, tex
+FIGURE = "figures/{figure}.{ext}"  # ext: pdf, png, csv
+RELEASE_DIR = "results/release/{dataset}/{method}/{proportion}"
 
 
 def _root(root: str | Path | None, path: str) -> str | Path:

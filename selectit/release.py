@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from selectit import __version__
+from selectit import __version__, layout
 from selectit.atomic import atomic_dir, atomic_path, write_text_atomic
 from selectit.errors import InputError
 
-RELEASE_DIR = "results/release/{dataset}/{method}/{proportion}"  # proportion as the subset is named
+RELEASE_DIR = layout.RELEASE_DIR  # proportion as the subset is named (selectit.layout)
 FILES = {"card": "README.md", "alpaca": "alpaca.json", "subset": "data", "scores": "scores"}  # data, scores: folders
 ALPACA_COLUMNS = ["id", "instruction", "input", "output"]
 # the Hub's size_categories, by upper bound of the row count
