@@ -64,6 +64,9 @@ Output columns (table on stdout, the same and more in --out JSON):
                     not counted) / time / the same peak. Padding and elementwise work are the gap to 1.
   peak MiB          extra memory during the variant: CUDA max_memory_allocated above the start; on CPU the
                     highest resident set size (sampled every 5 ms from /proc/self/statm) above the start.
+  hw/cpu-s          MFU-hw with the variant's CPU time (process_time / threads) in place of its wall time: the
+                    utilisation while it ran, leaving out the share of the cores other jobs took (a shared machine);
+                    OpenMP threads that spin count as running.
   pad               padding fraction: 1 - real tokens run / padded tokens run (0 for batch size 1).
   load              1-minute load average at the start and end of the variant (the machine may be shared).
   rater tok/s       ours only: real tokens / time inside Rater.rate (batches and the prefix pass; tokenisation
@@ -364,12 +367,13 @@ def run_released(model: Any, tokenizer: Any, samples: Any, prompts: list, args: 
     release_memory()
     with PeakMemory(device) as mem:
         load0 = loadavg()
+        cpu0 = time.process_time()
         res = released_rate(model, tokenizer, list(samples["instruction"]), list(samples["response"]), prompts,
                             args.k, name, progress=args.progress)
         sync(device)
     tokens = int(res.tokens)
     return {
-        "seconds": res.seconds, "rows": res.rows, "tokens": tokens, "run_tokens": tokens, "padded_tokens": tokens,
+        "seconds": res.seconds, "cpu_seconds": time.process_time() - cpu0, "rows": res.rows, "tokens": tokens, "run_tokens": tokens, "padded_tokens": tokens,
         "head_positions": tokens, "attention_pairs": int(sum(causal_pairs(int(t)) for t in res.n_tokens.ravel())),
         "peak_extra_mib": mem.extra_mib, "load_start": load0, "load_end": loadavg(), "padding_fraction": 0.0,
         "log_probs": np.log(np.clip(res.probs.astype(np.float64), 1e-30, None)), "n_tokens": res.n_tokens,
@@ -417,6 +421,7 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
     release_memory()
     with PeakMemory(device) as mem:
         load0 = loadavg()
+        cpu0 = time.process_time()
         start = time.perf_counter()
         for j, prompt in enumerate(prompts):
             table, stats = rate(samples, prompt)
@@ -430,11 +435,12 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
                 prefix_once += int(stats.get("prefix_tokens", 0))
         sync(device)
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu0
     log_mass = np.log(np.clip(mass, 1e-30, None))
     shifted = logits - logits.max(axis=-1, keepdims=True)
     log_pk = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
     return {
-        "seconds": seconds, "rows": totals["rows"], "tokens": totals["tokens"],
+        "seconds": seconds, "cpu_seconds": cpu_seconds, "rows": totals["rows"], "tokens": totals["tokens"],
         "run_tokens": totals["computed_tokens"] + prefix_once, "padded_tokens": totals["padded_tokens"],
         "head_positions": totals["rows"], "attention_pairs": pairs, "batches": totals["batches"],
         "prefix_rows": totals["prefix_rows"], "truncated_rows": totals["truncated_rows"],
@@ -575,6 +581,7 @@ def benchmark_model(folder: Path, samples: Any, prompts: list, args: argparse.Na
             r = run_ours(model, tokenizer, subset, prompts, args, name, device, prefix_cache=opts["prefix"],
                          compile=opts["compile"], token_budget=opts["tb"] or args.token_budget,
                          max_rows=opts["rows"] or args.max_rows)
+        r["threads"] = torch.get_num_threads()
         torch.set_num_threads(threads_before)
         r["dtype"] = dtype_name(dtype)
         r["options"] = opts
@@ -615,6 +622,11 @@ def summarise(model_result: dict[str, Any], peaks: dict[str, float], device: str
             "mfu_hw_vs_bf16_peak": r["flops_executed"] / r["seconds"] / peaks["bf16"] if "bf16" in peaks else None,
             "peak_flops_dtype": peak, "peak_extra_mib": r["peak_extra_mib"],
             "padding_fraction": r["padding_fraction"], "load_start": r["load_start"], "load_end": r["load_end"],
+            # CPU time of this process (all its threads), so a share of the cores lost to other jobs is left out:
+            # MFU-hw per core-second = executed FLOPs / (cpu seconds / threads) / peak; spinning counts as busy
+            "cpu_seconds": r.get("cpu_seconds"),
+            "mfu_hw_cpu_time": (r["flops_executed"] / (r["cpu_seconds"] / r["threads"]) / peak
+                                if r.get("cpu_seconds") and r.get("threads") else None),
         }
         if r.get("rater_seconds"):  # Rater.rate only: tokenisation and table building left out
             row["rater_tokens_per_s"] = r["tokens"] / r["rater_seconds"]
@@ -628,7 +640,7 @@ def summarise(model_result: dict[str, Any], peaks: dict[str, float], device: str
 
 def print_table(rows: list[dict[str, Any]]) -> None:
     head = (f"{'model':<9} {'variant':<30} {'rows':>5} {'rows/s':>8} {'tok/s':>8} {'x rel-own':>9} "
-            f"{'x rel-ours':>10} {'MFU':>6} {'MFU-hw':>6} {'peak MiB':>9} {'pad':>5} {'load':>10} {'rater tok/s':>11}")
+            f"{'x rel-ours':>10} {'MFU':>6} {'MFU-hw':>6} {'hw/cpu-s':>8} {'peak MiB':>9} {'pad':>5} {'load':>10} {'rater tok/s':>11}")
     print("\n" + head + "\n" + "-" * len(head))
 
     def fmt(x: float | None, spec: str) -> str:
@@ -637,7 +649,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(f"{r['model']:<9} {r['variant']:<30} {r['rows']:>5} {r['rows_per_s']:>8.2f} {r['tokens_per_s']:>8.0f} "
               f"{fmt(r['x_released_own'], '9.2f')} {fmt(r['x_released_ours'], '10.2f')} {r['mfu']:>6.1%} "
-              f"{r['mfu_hw']:>6.1%} {r['peak_extra_mib']:>9.0f} {r['padding_fraction']:>5.3f} "
+              f"{r['mfu_hw']:>6.1%} {fmt(r.get('mfu_hw_cpu_time'), '8.1%')} {r['peak_extra_mib']:>9.0f} {r['padding_fraction']:>5.3f} "
               f"{r['load_start']:>4.1f}->{r['load_end']:<4.1f} {fmt(r.get('rater_tokens_per_s'), '11.0f')}")
 
 
