@@ -126,7 +126,8 @@ def test_base_naming_a_rater_and_bad_configs(completed_run, tmp_path):
     workdir = tmp_path / "wf"
     shutil.copytree(source, workdir, symlinks=True)
     shutil.rmtree(workdir / ".snakemake" / "locks", ignore_errors=True)
-    evaluation = {"benchmarks": BENCHES, "data_dir": str(REPO / "data/default/eval")}
+    judge = {"alpaca_eval": {"judge": {"type": "hf", "model_dir": "results/models/tinya"}}} if "alpaca_eval" in BENCHES else {}
+    evaluation = {"benchmarks": BENCHES, "data_dir": str(REPO / "data/default/eval"), "settings": judge}
     # a base that names a rater trains on its prepared folder: no prepare_model job
     training = {"bases": {"tinya": {"rater": "tinya"}}, "proportions": [0.25]}
     write_tiny_config(workdir, models, training=training, evaluation=evaluation)
