@@ -2,10 +2,11 @@
 
 52,002 samples x 5 prompts x 3 raters of random score-token logits (K = 5), written in the pipeline's own
 formats (samples.parquet, one logits.parquet per model, model.json with theta), then timed:
-  fuse        selectit.fusion.fuse_files: read the three logits files, token -> sentence -> model level (Eq. 2-5)
+  fuse        the workflow's scoring chain for SelectIT (selectit.fusion): token_file (Eq. 2-3) and sentence_file
+              (Eq. 4) per rater, level_file (Eq. 5), from the three logits files
   select      selectit.selection.select_ids for SelectIT at the proportion (top 20 %)
   subset      selectit.selection.write_subset: Alpaca JSON + ShareGPT JSON + manifest of the selected records
-  end_to_end  selectit.selection.make_subset_from_files, everything a select_subset job does
+  end_to_end  selectit.selection.make_subset_from_files on the level table, everything a select_subset job does
 Target (issue #6): fusion + selection under 2 s. Prints a table and writes --out JSON.
 
   python benchmarks/fusion_selection.py [--samples 52002] [--prompts 5] [--models 3] [--repeat 3] [--out f.json]
@@ -23,15 +24,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere, without installing the package
     sys.path.insert(0, str(REPO))
 
-from selectit.fusion import fuse_files, weights_from_files  # noqa: E402
+from selectit.fusion import level_file, sentence_file, token_file  # noqa: E402
 from selectit.rating import write_parquet_atomic  # noqa: E402
-from selectit.selection import Method, make_subset_from_files, select_ids, write_subset  # noqa: E402
+from selectit.selection import make_subset_from_files, parse_method, select_ids, write_subset  # noqa: E402
 
 THETAS = {"llama2_7b": 6.74e9, "llama2_13b": 13.0e9, "llama2_70b": 69.0e9}
 
@@ -76,24 +78,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    scoring_cfg = {"alpha": 0.2, "variant": "paper", "model_weights": "param"}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         built = build(tmp, args.samples, args.prompts, args.models, args.k, args.seed)
-        weights = weights_from_files(built["infos"], "param")
-        t_fuse, scores = timed(lambda: fuse_files(tmp / "samples.parquet", built["logits"], weights, 0.2, "paper"),
-                               args.repeat)
+        level = tmp / "selectit.level.parquet"
+
+        def chain():
+            sentences = {}
+            for name, path in built["logits"].items():
+                token_file(path, "paper", tmp / f"{name}.token.parquet")
+                sentences[name] = tmp / f"{name}.sentence.parquet"
+                sentence_file(tmp / f"{name}.token.parquet", args.prompts, 0.2, sentences[name])
+            level_file("selectit", sentences, built["infos"], "param", level)
+            return pd.read_parquet(level)
+
+        t_fuse, scores = timed(chain, args.repeat)
         from selectit.fusion import _samples
 
         samples = _samples(tmp / "samples.parquet")
-        t_select, selected = timed(lambda: select_ids(Method("selectit"), args.proportion, samples, scores, 0),
-                                   args.repeat)
+        method = parse_method("selectit")
+        t_select, selected = timed(lambda: select_ids(method, args.proportion, samples, scores, 0), args.repeat)
         t_subset, _ = timed(lambda: write_subset(selected, samples, tmp / "a.json", tmp / "s.json", tmp / "m.json",
                                                  {}), args.repeat)
         t_e2e, _ = timed(lambda: make_subset_from_files(
-            "selectit", args.proportion, tmp / "samples.parquet", tmp / "report.json", built["logits"],
-            built["infos"], scoring_cfg, args.prompts, built["prompt_ids"], 0, tmp / "a.json", tmp / "s.json",
-            tmp / "m.json"), args.repeat)
+            "selectit", args.proportion, tmp / "samples.parquet", tmp / "report.json", {}, tmp / "a.json",
+            tmp / "s.json", tmp / "m.json", scores_path=level), args.repeat)
     result = {
         "samples": args.samples, "prompts": args.prompts, "models": args.models, "selected": len(selected),
         "seconds": {"fuse": t_fuse, "select": t_select, "subset": t_subset, "end_to_end": t_e2e},
