@@ -164,23 +164,6 @@ def weights_from_files(info_paths: dict[str, str | Path], model_weights: str | d
     return resolve_weights(list(info_paths), thetas, model_weights)
 
 
-def fuse_files(samples_path: str | Path, logits_paths: dict[str, str | Path], weights: dict[str, float],
-               alpha: float, variant: str, n_prompts: int | None = None, token_level_prompt: int = 0,
-               level_model: str | None = None) -> pd.DataFrame:
-    samples = _samples(samples_path)
-    logits = {}
-    prompt_ids: list[str] = []
-    for model, path in logits_paths.items():
-        ids, prompt_ids, arr = read_logits(path)
-        if ids != samples["id"].tolist():
-            raise IncompleteRatingsError(f"{path}: sample ids do not match {samples_path}; rerun the merge")
-        logits[model] = arr
-    scores = fuse(samples["id"], logits, prompt_ids, weights, alpha, variant, n_prompts, token_level_prompt,
-                  level_model)
-    scores.insert(1, "index", samples["index"].to_numpy())
-    return scores
-
-
 # --------------------------------------------------------------- the scoring DAG, one file per level
 # merge_model_files -> logits; token_file -> token (Eq. 2-3, once per rater); sentence_file -> sentence of
 # prompts 1..K at alpha (Eq. 4, once per rater and (K, alpha) in use); level_file -> one selection score
