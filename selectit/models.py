@@ -27,17 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from selectit.atomic import atomic_dir, atomic_path
+from selectit.atomic import sha256_file as _sha256_file
 from selectit.errors import InputError
 
 MODEL_JSON = "model.json"
 
 
-def _sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_dir(name: str) -> Path:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selectit.atomic import atomic_path
+from selectit.atomic import sha256_file as sha256_of
 from selectit.errors import InputError
 
 #: The folder the download rule fills; ``evaluation.data_dir: resources/eval`` makes the evaluations read it.
@@ -293,12 +294,6 @@ def source_url(item: ResourceFile, mirror: str | Path | None = None) -> str:
     return (Path(mirror).resolve() / item.path).as_uri()
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(item: ResourceFile, dest: str | Path, mirror: str | Path | None = None, timeout: float = 120.0) -> Path:

@@ -48,11 +48,9 @@ def shard_hashes(dataset_spec: dict[str, Any]) -> dict[str, str]:
 
 @lru_cache(maxsize=4096)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from selectit.atomic import sha256_file
+
+    return sha256_file(path)
 
 
 def file_digest(path: str | Path) -> str:

@@ -4,7 +4,6 @@ generation with ``transformers.generate``, prompt formats, data-file lookup, res
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -34,12 +33,7 @@ def find_data_file(data_dir: str | Path, candidates: Sequence[str], what: str) -
     raise InputError(f"no {what} file in {root}: looked for {', '.join(candidates)}")
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256_file = atomic.sha256_file
 
 
 def seeded_subset(n_items: int, limit: int | None, seed: int) -> list[int]:
