@@ -5,7 +5,13 @@ from selectit import layout
 from selectit.workflow import file_digest, rating_prompts, shard_hashes
 from selectit.data import shard_names
 from selectit.errors import InputError
-from selectit.methods import LEVELS, NAME_PATTERN, resolve, select_settings
+from selectit.methods import (
+    LEVELS,
+    NAME_PATTERN,
+    name_pattern,
+    resolve,
+    select_settings,
+)
 from selectit.methods import level_settings, token_prompt
 from selectit.fusion import resolve_weights
 from selectit.methods import parse as parse_method
@@ -181,7 +187,7 @@ for _key, _names in [
             resolve(_name, config)
         except InputError as exc:
             raise InputError(f"config {_key}: {exc}") from None
-LEVEL_PATTERN = f"({'|'.join(LEVELS)})(-alpha[0-9.]+)?(-k[0-9]+)?"
+LEVEL_PATTERN = name_pattern(LEVELS)
 # The selection settings a method may depend on (selectit.methods.Kind.settings): its select job's params.
 SELECT_VALUES = {"seed": SELECTION["seed"], "threshold": JUDGE["threshold"]}
 # The level settings (Kind.level_settings): the level_scores job's params (token_r, model_r only).

@@ -68,8 +68,17 @@ KINDS: dict[str, Kind] = {
                   doc="highest judge score, size-matched; the manifest counts those reaching the threshold"),
 }
 LEVELS = tuple(k for k, v in KINDS.items() if v.source)  # token_r, sentence_r, model_r, selectit
-NAME_PATTERN = r"[a-z_]+(?:-alpha[0-9.]+)?(?:-k[0-9]+)?"  # the wildcard constraint and the schema's pattern
-_NAME_RE = re.compile(r"^(?P<kind>[a-z_]+)(?:-alpha(?P<alpha>[0-9.]+))?(?:-k(?P<k>[0-9]+))?$")
+_SUFFIX = r"(?:-alpha(?P<alpha>[0-9.]+))?(?:-k(?P<k>[0-9]+))?"  # the sweep overrides, written once
+
+
+def name_pattern(kinds: tuple[str, ...] | None = None) -> str:
+    """The wildcard constraint of method names (of the given kinds; None: any name of method form)."""
+    kind = "(?:" + "|".join(kinds) + ")" if kinds else "[a-z_]+"
+    return kind + re.sub(r"\(\?P<\w+>", "(?:", _SUFFIX)
+
+
+NAME_PATTERN = name_pattern()
+_NAME_RE = re.compile(r"^(?P<kind>[a-z_]+)" + _SUFFIX + "$")
 
 
 @dataclass(frozen=True)
