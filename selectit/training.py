@@ -55,6 +55,8 @@ from typing import Any, Sequence
 
 from selectit.atomic import write_text_atomic
 from selectit.errors import InputError
+from selectit.launch import rank as _rank
+from selectit.launch import torchrun_command, under_torchrun, world_size_from_env
 
 LOG = logging.getLogger(__name__)
 
@@ -196,15 +198,6 @@ def resolve_bf16(value: str | bool) -> bool:
     if value is True and not bf16_supported():
         raise InputError("bf16 training was requested but this machine has no native bf16; set bf16: auto or false")
     return bool(value)
-
-
-def world_size_from_env() -> int:
-    """Number of processes of this run (``WORLD_SIZE`` set by torchrun; 1 for a plain process)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 # ----------------------------------------------------------------------------------- data and tokens
@@ -657,11 +650,9 @@ def launch_command(settings: dict[str, Any], n_procs: int, train_args: Sequence[
     if isinstance(n_procs, bool) or not isinstance(n_procs, int) or n_procs < 1:
         raise InputError(f"the number of processes must be a positive integer (got {n_procs!r})")
     gradient_accumulation_steps(settings["global_batch_size"], settings["per_device_batch_size"], n_procs)
-    tail = ["-m", "selectit.training", *train_args]
     if n_procs > 1 or settings["deepspeed"]:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n_procs),
-                *tail]
-    return [sys.executable, *tail]
+        return torchrun_command(n_procs, "selectit.training", train_args)
+    return [sys.executable, "-m", "selectit.training", *train_args]
 
 
 def read_settings_arg(value: str | None) -> dict[str, Any]:
@@ -699,8 +690,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """Train from parsed CLI arguments, relaunching under torchrun when needed; returns the exit status."""
     settings = read_settings_arg(args.settings_json)
     resolved = resolve_settings(settings)
-    under_torchrun = "LOCAL_RANK" in os.environ
-    if not under_torchrun and (args.nproc_per_node > 1 or resolved["deepspeed"]):
+    if not under_torchrun() and (args.nproc_per_node > 1 or resolved["deepspeed"]):
         cmd = launch_command(settings, args.nproc_per_node,
                              cli_args(args.subset, args.base, args.out, args.settings_json, args.seed)
                              + ["--nproc-per-node", str(args.nproc_per_node)])
