@@ -27,6 +27,7 @@ include: "rules/rating.smk"
 include: "rules/baselines.smk"
 include: "rules/scoring.smk"
 include: "rules/selection.smk"
+include: "rules/audit.smk"
 include: "rules/release.smk"
 include: "rules/training.smk"
 include: "rules/resources.smk"
@@ -35,12 +36,13 @@ include: "rules/tables.smk"
 include: "rules/figures.smk"
 
 
-# Every level of score and the subsets of every configured method; training and evaluation too when
-# training.bases names any.
+# Every level of score, the subsets of every configured method and the selection audit (when on); training
+# and evaluation too when training.bases names any.
 rule all:
     input:
         fused_targets(),
         subset_targets(),
+        audit_targets(),
         train_targets(),
         eval_targets(),
 

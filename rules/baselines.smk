@@ -21,7 +21,7 @@ rule ifd_shard:
     resources:
         gpu=model_gpus(IFD["model"]),
     params:
-        dataset=lambda w: DATASETS[w.dataset],
+        dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         max_length=IFD["max_length"],
         variant=IFD["variant"],
@@ -66,7 +66,7 @@ rule judge_shard:
     resources:
         gpu=judge_gpus(),
     params:
-        dataset=lambda w: DATASETS[w.dataset],
+        dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         judge=result_settings(JUDGE),
         dtype=config["rating"]["dtype"] if JUDGE["type"] == "hf" else None,

@@ -1,5 +1,6 @@
 # Names, paths and input functions used by every rule file. The logic is in selectit.workflow.
 import json
+import re as _re
 
 from selectit import layout
 from selectit.workflow import file_digest, rating_prompts, shard_hashes
@@ -16,8 +17,14 @@ from selectit.methods import level_settings, token_prompt
 from selectit.fusion import resolve_weights
 from selectit.methods import parse as parse_method
 from selectit.models import rater_gpus
+from selectit.audit import audit_datasets, source_path
 
 DATASETS = config["datasets"]
+# The audit's canary sets (selectit.audit), one per audited dataset: rated like a dataset under their own
+# name and path, never selected, trained or released.
+AUDITS = audit_datasets(config)
+# The datasets that may be selected, trained on and released: the configured ones, never a canary set.
+REAL_DATASETS = "|".join(_re.escape(d) for d in DATASETS)
 MODELS = config["models"]
 PROMPTS = rating_prompts(config)
 PROMPT_BY_ID = {p.id: p for p in PROMPTS}
@@ -56,26 +63,31 @@ def prepared_model_name(folder):
     )
 
 
+def dataset_spec(name):
+    """What the jobs of a dataset read: its config entry, or an audit's canary set (its source's entry inside)."""
+    return DATASETS[name] if name in DATASETS else AUDITS[name]
+
+
 def shards(dataset):
-    return shard_names(DATASETS[dataset]["n_shards"])
+    return shard_names(dataset_spec(dataset)["n_shards"])
 
 
 def dataset_source(wildcards):
-    path = DATASETS[wildcards.dataset].get("path")
+    path = source_path(dataset_spec(wildcards.dataset))
     return [path] if path else []
 
 
 def rating_data_input(wildcards):
     """A local dataset file is read directly (ancient: its mtime alone triggers nothing; the shard
     hash param does); a Hub dataset goes through prepare_data."""
-    path = DATASETS[wildcards.dataset].get("path")
+    path = source_path(dataset_spec(wildcards.dataset))
     if path:
         return ancient(path)
     return layout.SAMPLES.format(dataset=wildcards.dataset)
 
 
 def shard_hash(wildcards):
-    return shard_hashes(DATASETS[wildcards.dataset])[wildcards.shard]
+    return shard_hashes(dataset_spec(wildcards.dataset))[wildcards.shard]
 
 
 def rating_shards(wildcards):
@@ -280,9 +292,39 @@ def selection_inputs(wildcards):
     }
 
 
+# ---------------------------------------------------------------------- the selection audit (selectit.audit)
+from selectit import audit as _audit
+
+AUDIT_SETTINGS = _audit.audit_settings(config)
+AUDIT_PLANS = {d: _audit.plan(config, d) for d in _audit.audited(config)}
+
+
+def audit_inputs(wildcards):
+    """The audit of a dataset reads its samples and its canaries, every score file of the scorers for both,
+    and the data's rating shards (the raters' score-token mass)."""
+    d = wildcards.dataset
+    files = [s[key] for s in AUDIT_PLANS[d] for key in ("real", "canary") if s[key]]
+    mass = expand(
+        layout.RATING_SHARD,
+        dataset=d,
+        model=list(MODELS),
+        prompt=[p.id for p in PROMPTS],
+        shard=shards(d),
+    )
+    return {
+        "samples": layout.SAMPLES.format(dataset=d),
+        "canaries": layout.SAMPLES.format(dataset=d + _audit.SUFFIX),
+        "scores": sorted(set(files)),
+        "shards": mass,
+    }
+
+
+def audit_targets():
+    return [layout.AUDIT.format(dataset=d) for d in AUDIT_PLANS]
+
+
 # ------------------------------------------------------------------------ training and evaluation
 import os
-import re as _re
 
 from selectit import resources
 from selectit.evaluation import BENCHMARKS
@@ -474,6 +516,8 @@ def table_params(name):
             "skip": ["table", "tables_index"],
             "model_gpus": {m: model_gpus(m) for m in MODELS},
         }
+    if name == "audit":
+        extra = {"proportions": SELECTION["proportions"]}
     return {
         "title": spec.title,
         "caption": Path(f"{workflow.basedir}/report/tables/{name}.rst").read_text(),

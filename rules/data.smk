@@ -12,6 +12,6 @@ rule prepare_data:
     conda:
         "../envs/data.yaml"
     params:
-        spec=lambda w: DATASETS[w.dataset],
+        spec=lambda w: dataset_spec(w.dataset),
     script:
         "../scripts/prepare_data.py"

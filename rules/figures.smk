@@ -44,6 +44,7 @@ FIGURES += [
     "tsne",
     "score_distributions",
 ]
+FIGURES += ["audit"] if AUDIT_PLANS else []  # the selection audit, when audit.enabled
 
 
 rule embed_samples:
@@ -88,7 +89,9 @@ FIGURE_INPUTS = {
         "selectit": FIGURE_SELECTIT_SUBSET,
     },
 }
+FIGURE_INPUTS["audit"] = {"metrics": audit_targets()}
 FIGURE_PARAMS = {
+    "audit": {},
     "data_quantity": {"runs": QUANTITY_KEYS, "benchmarks": EVALUATION["benchmarks"]},
     "length_and_calculation": {
         "methods": LENGTH_METHODS,

@@ -18,7 +18,7 @@ rule rate_shard:
     resources:
         gpu=lambda w: model_gpus(w.model),
     params:
-        dataset=lambda w: DATASETS[w.dataset],
+        dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         prompt_text=lambda w: PROMPT_BY_ID[w.prompt].text,
         score_levels=config["score_levels"],

@@ -22,6 +22,8 @@ rule release_subset:
         "logs/release_subset/{dataset}/{method}/{proportion}.log",
     benchmark:
         "benchmarks/release_subset/{dataset}/{method}/{proportion}.tsv"
+    wildcard_constraints:
+        dataset=REAL_DATASETS,
     conda:
         "../envs/selection.yaml"
     params:

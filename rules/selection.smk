@@ -13,6 +13,8 @@ checkpoint select_subset:
         "logs/select_subset/{dataset}/{method}/{proportion}.log",
     benchmark:
         "benchmarks/select_subset/{dataset}/{method}/{proportion}.tsv"
+    wildcard_constraints:
+        dataset=REAL_DATASETS,
     conda:
         "../envs/selection.yaml"
     params:

@@ -7,7 +7,10 @@ from selectit.paper.tables import declared_gpus
 TABLE_PAPER = paper_plan.settings(config)
 TABLE_RUNS = paper_plan.runs(config)
 TABLE_ALL_RUNS = paper_plan.all_runs(config)
-TABLE_TITLES = {name: spec.title for name, spec in TABLES.items()}
+# The audit's table is in tables/all when the audit is on (audit.enabled).
+TABLE_TITLES = {
+    name: spec.title for name, spec in TABLES.items() if name != "audit" or AUDIT_PLANS
+}
 
 
 # Inputs, as lists computed once (rules/common.smk holds the path helpers). Runs are canonical
@@ -124,6 +127,7 @@ TABLE_INPUTS = {
         "planned_config": TABLE_PAPER["cost"]["config"],
         "rating_shards": TABLE_RATING_SHARDS,
     },
+    "audit": {"metrics": audit_targets()},
     "reported_vs_reproduced": {
         "full": subset_path(TABLE_DATASET, "full", 1.0),
         "selectit": subset_path(

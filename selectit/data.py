@@ -289,6 +289,10 @@ def normalise(records: list[Any], where: str, fmt: str = "auto", policy: DataPol
 
 def load_dataset_table(spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Load one dataset from its config entry: {path | hf_name (+ revision, split), format, policies...}."""
+    if spec.get("canaries_of"):  # an audit's canary set (selectit.audit.audit_datasets)
+        from selectit.audit import canary_table
+
+        return canary_table(spec)
     policy = DataPolicy(**{k: spec[k] for k in DataPolicy.__dataclass_fields__ if k in spec})
     if spec.get("path"):
         records = read_records(spec["path"])

@@ -28,6 +28,7 @@ SUBSET_MANIFEST = "results/subsets/{dataset}/{method}/{proportion}.manifest.json
 RUN_DIR = "results/{stage}/{base}/{dataset}/{method}/{proportion}/seed{seed}"
 TRAIN_RESULT = "results/train/{base}/{dataset}/{method}/{proportion}/seed{seed}/train_result.json"
 EVAL_RESULT = "results/eval/{base}/{dataset}/{method}/{proportion}/seed{seed}/{benchmark}.json"
+AUDIT = "results/audit/{dataset}/metrics.csv"  # the audit of one dataset by its canaries (selectit.audit)
 EMBEDDINGS = "results/embeddings/{dataset}/{model}.parquet"
 TABLE = "results/tables/{table}.{ext}"  # ext: csv, md, tex
 FIGURE = "figures/{figure}.{ext}"  # ext: pdf, png, csv

@@ -40,6 +40,7 @@ class Kind:
     level_settings: tuple[str, ...] = ()  # config values its level scores depend on: "token_prompt"
     source: str | None = None  # score levels: "token" (one prompt) or "sentence" (first K prompts at alpha)
     fused: bool = False  # score levels: Eq. 5 over the raters; else the rater with the largest weight
+    scores: bool = False  # ranks records by a score of each record: the audit measures it (selectit.audit)
     doc: str = ""
 
     @property
@@ -50,21 +51,21 @@ class Kind:
 
 KINDS: dict[str, Kind] = {
     "full": Kind("Full data", doc="every sample (always named and trained at proportion 1.0)"),
-    "random": Kind("Random", settings=("seed",), doc="int(N * proportion) samples drawn with the seed"),
-    "length": Kind("Top by length", doc="the longest responses (character length)"),
-    "token_r": Kind("Token-R", reads="level", source="token", level_settings=("token_prompt",),
+    "random": Kind("Random", settings=("seed",), scores=True, doc="int(N * proportion) samples drawn with the seed"),
+    "length": Kind("Top by length", scores=True, doc="the longest responses (character length)"),
+    "token_r": Kind("Token-R", reads="level", scores=True, source="token", level_settings=("token_prompt",),
                     doc="token-level score (Eq. 2-3) of one prompt (scoring.token_prompt, default the first), by "
                         "the rater with the largest weight"),
-    "sentence_r": Kind("Sentence-R", reads="level", source="sentence",
+    "sentence_r": Kind("Sentence-R", reads="level", scores=True, source="sentence",
                        doc="sentence-level score (Eq. 4) of the rater with the largest weight"),
-    "model_r": Kind("Model-R", reads="level", source="token", fused=True, level_settings=("token_prompt",),
+    "model_r": Kind("Model-R", reads="level", scores=True, source="token", fused=True, level_settings=("token_prompt",),
                     doc="the raters' token-level scores of that one prompt fused with the model weights"),
-    "selectit": Kind("SelectIT", reads="level", source="sentence", fused=True,
+    "selectit": Kind("SelectIT", reads="level", scores=True, source="sentence", fused=True,
                      doc="model-level score (Eq. 5) of the raters' sentence-level scores"),
     "random_unselected": Kind("Random from unselected", reads="selectit", settings=("seed",),
                               doc="a random draw of the same size from the samples SelectIT did not select"),
-    "ifd": Kind("Q2Q (IFD)", reads="ifd", doc="highest IFD < 1 (Cherry LLM), IFD >= 1 last"),
-    "judge": Kind("AlpaGasus (judge)", reads="judge", settings=("threshold",),
+    "ifd": Kind("Q2Q (IFD)", reads="ifd", scores=True, doc="highest IFD < 1 (Cherry LLM), IFD >= 1 last"),
+    "judge": Kind("AlpaGasus (judge)", reads="judge", scores=True, settings=("threshold",),
                   doc="highest judge score, size-matched; the manifest counts those reaching the threshold"),
 }
 LEVELS = tuple(k for k, v in KINDS.items() if v.source)  # token_r, sentence_r, model_r, selectit

@@ -163,6 +163,11 @@ def make_subset_from_files(method_name: str, proportion: float, samples_path: st
     if missing:
         raise InputError(f"method {method_name!r} needs the settings {missing}")
     samples = _samples(samples_path)
+    from selectit.audit import is_canary_table
+
+    if is_canary_table(samples):
+        raise InputError(f"{samples_path}: an audit's canary set (corrupted copies, selectit.audit) is never "
+                         "selected, trained or released")
     scores = None
     if kind.reads is not None:
         if scores_path is None:

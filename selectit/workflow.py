@@ -26,8 +26,11 @@ def rating_prompts(config: dict[str, Any]) -> list:
 
 @lru_cache(maxsize=16)
 def _shard_hashes(spec_json: str, n_shards: int) -> dict[str, str]:
+    from selectit.audit import source_path
+
     spec = json.loads(spec_json)
-    if spec.get("path") and Path(spec["path"]).is_file():
+    path = source_path(spec)
+    if path and Path(path).is_file():
         table, _ = load_dataset_table(spec)
         numbers = shard_of(table["id"], n_shards)
         out = {}
@@ -37,6 +40,8 @@ def _shard_hashes(spec_json: str, n_shards: int) -> dict[str, str]:
         return out
     # Hub datasets (or a dry run without the data): membership is pinned by name + revision.
     tag = f"{spec.get('hf_name') or spec.get('path')}@{spec.get('revision')}"
+    if spec.get("canaries_of"):  # an audit of a Hub dataset: pinned by its source and the audit settings
+        tag = hashlib.sha256(spec_json.encode()).hexdigest()[:16]
     return {name: f"unread:{tag}" for name in shard_names(n_shards)}
 
 

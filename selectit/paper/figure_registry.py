@@ -70,12 +70,20 @@ def score_distributions(inputs, params, out) -> pd.DataFrame:
     return figures.score_summary(levels, records, params["proportion"])
 
 
+def audit(inputs, params, out) -> pd.DataFrame:
+    from selectit.audit import read_metrics
+    from selectit.paper import figures
+
+    return figures.plot_audit(read_metrics(list(inputs["metrics"])), out["pdf"], out["png"])
+
+
 FIGURES: dict[str, Draw] = {
     "data_quantity": data_quantity,
     "length_and_calculation": length_and_calculation,
     "trends_vs_proportion": trends_vs_proportion,
     "tsne": tsne,
     "score_distributions": score_distributions,
+    "audit": audit,
 }
 
 

@@ -420,6 +420,40 @@ def plot_score_distributions(levels: pd.DataFrame, records: pd.DataFrame | None,
     return levels, records
 
 
+# -------------------------------------------------------------------------------------- 6. selection audit
+
+
+@_styled
+def plot_audit(metrics: pd.DataFrame, pdf_path: str | Path, png_path: str | Path) -> pd.DataFrame:
+    """AUROC of every scorer (rows) per corruption or flaw kind (columns), a panel per (dataset, reference);
+    0.5 is chance, degenerate scorers are marked with an asterisk."""
+    import seaborn as sns
+
+    from selectit.audit import KIND_ORDER
+
+    panels = list(metrics.groupby(["dataset", "reference"], sort=False))
+    fig, axes = _figure(len(panels), 6.2 * len(panels) + 1, 0.42 * metrics["scorer"].nunique() + 2.2)
+    plotted = []
+    for ax, ((dataset, reference), part) in zip(axes, panels):
+        kinds = [k for k in dict.fromkeys([*KIND_ORDER, *part["kind"]]) if k in set(part["kind"])]
+        rows = list(dict.fromkeys(part["label"]))
+        grid = part.pivot_table(index="label", columns="kind", values="auroc", aggfunc="first").reindex(
+            index=rows, columns=kinds)
+        flagged = part[part["kind"] == "all"].set_index("label")["degenerate"].fillna("").astype(bool)
+        grid.index = [f"{r} *" if flagged.get(r, False) else r for r in rows]
+        sns.heatmap(grid, vmin=0, vmax=1, center=0.5, cmap="RdBu", annot=True, fmt=".2f", cbar=ax is axes[-1],
+                    cbar_kws={"label": "AUROC (good above bad)"}, linewidths=0.5, ax=ax)
+        ax.set_title(f"{dataset}: against {reference}")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelrotation=35)
+        plotted.append(part[["dataset", "reference", "scorer", "label", "kind", "n_good", "n_bad", "auroc",
+                             "win_rate", "degenerate"]])
+    fig.suptitle("Selection audit: AUROC per scorer and kind (0.5 = chance; * degenerate)")
+    save_figure(fig, pdf_path, png_path)
+    return pd.concat(plotted, ignore_index=True)
+
+
 # ------------------------------------------------------------------------------------------------ index
 
 

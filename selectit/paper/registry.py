@@ -58,6 +58,12 @@ def _reported(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFr
                                           "judge": judge[0] if judge else None})
 
 
+def _audit(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFrame:
+    from selectit import audit
+
+    return audit.summary(audit.read_metrics(list(inputs["metrics"])), params["extra"]["proportions"])
+
+
 TABLES: dict[str, TableSpec] = {
     "table1": TableSpec("Table 1", _view("table1_main"), RUN_KEYS + ("methods",)),
     "table2": TableSpec("Table 2", _view("table2_k"), RUN_KEYS + ("k_values",)),
@@ -68,6 +74,7 @@ TABLES: dict[str, TableSpec] = {
     "table9": TableSpec("Table 9", _table9),
     "table10": TableSpec("Table 10", _view("table10_strategies"), RUN_KEYS + ("strategies",)),
     "reported_vs_reproduced": TableSpec("Reported vs reproduced", _reported),
+    "audit": TableSpec("Selection audit", _audit),  # when audit.enabled (rules/tables.smk)
 }
 
 

@@ -1,0 +1,24 @@
+import pandas as pd
+
+from selectit.audit import audit_metrics, median_mass
+from selectit.fusion import _samples
+from selectit.paper.figures import write_csv_atomic
+from selectit.smk import step
+
+with step(snakemake):
+    p = snakemake.params
+    metrics = audit_metrics(
+        _samples(snakemake.input.samples),
+        _samples(snakemake.input.canaries),
+        p.scorers,
+        p.proportions,
+        seed=p.seed,
+        token_prompt=p.token_prompt,
+        models=p.models,
+        mass=median_mass(snakemake.input.shards),
+        max_mode_share=p.max_mode_share,
+        min_score_mass=p.min_score_mass,
+    )
+    write_csv_atomic(metrics, snakemake.output.metrics)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(metrics.to_string())
