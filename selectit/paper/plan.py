@@ -35,6 +35,13 @@ DEFAULTS: dict[str, Any] = {
         "throughput_tflops": 124.8,  # sustained per GPU: 40 % MFU of an A100's 312 TFLOP/s bf16 peak
     },
 }
+# Table 9's planned cost of a rater rated tensor-parallel over N GPUs (selectit.models.parallel_mode): each GPU runs
+# 1/N of the FLOPs at this share of the one-GPU throughput above, so its GPU-hours are FLOPs / (throughput x this).
+# Source: Megatron-LM (Shoeybi et al. 2019, arXiv:1909.08053, Sec. 5.1 / Fig. 5): 8-way tensor (intra-layer model)
+# parallelism in one DGX-2H node kept 77 % of linear scaling (weak scaling; 2- and 4-way kept more, so 77 % is the
+# conservative figure for the 2-8 GPUs of a node). A layer split (accelerate) instead holds all N GPUs while one
+# computes: N x FLOPs / throughput.
+TENSOR_PARALLEL_EFFICIENCY = 0.77
 
 
 class Run(NamedTuple):

@@ -412,19 +412,48 @@ def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float |
                 theta = float(read_json(info, "model info")["theta"])
             tokens = records * n_prompts * tokens_per_row
             flops = 2.0 * theta * tokens
-            gpus = rater_gpus(planned["models"][rater])  # a split model holds them all, one computes at a time
+            gpus = rater_gpus(planned["models"][rater])
+            mode, mode_source = planned_parallel_mode(rater, gpus, root)
             rows.append({"Stage": f"rate {dataset} with {rater}", "Source": f"planned ({path.name})",
                          "Jobs": n_prompts * int(spec.get("n_shards", 1)), "Files found": math.nan,
-                         "Wall time (s)": math.nan, "GPUs per job": gpus,
-                         "GPU-hours": flops / throughput / 3600.0 * gpus, "Tokens": tokens, "FLOPs": flops})
+                         "Wall time (s)": math.nan, "GPUs per job": gpus, "Parallel": f"{mode} ({mode_source})",
+                         "GPU-hours": flops / throughput / 3600.0 * planned_gpu_factor(mode, gpus),
+                         "Tokens": tokens, "FLOPs": flops})
     if rows:
-        rows.append({**{k: math.nan for k in rows[0]}, "Stage": "rating, all datasets and raters",
+        rows.append({**{k: math.nan for k in rows[0]}, "Parallel": "", "Stage": "rating, all datasets and raters",
                      "Source": rows[0]["Source"], **{k: sum(r[k] for r in rows)
                                                      for k in ("Jobs", "GPU-hours", "Tokens", "FLOPs")}})
     frame = pd.DataFrame(rows)
     frame.attrs["assumptions"] = {"tokens_per_row": tokens_per_row, "throughput_tflops": throughput / 1e12,
-                                  "n_prompts": n_prompts, "tokens_source": tokens_source}
+                                  "n_prompts": n_prompts, "tokens_source": tokens_source,
+                                  "tensor_parallel_efficiency": plan.TENSOR_PARALLEL_EFFICIENCY}
     return frame
+
+
+def planned_parallel_mode(rater: str, gpus: int, root: str | Path = ".") -> tuple[str, str]:
+    """(mode, where it comes from) of a planned rater on ``gpus`` GPUs: ``selectit.models.parallel_mode`` of its
+    prepared folder (results/models/{rater}/) where this run has one; else, for several GPUs, tensor parallel as
+    assumed (the config's raters are Llama-family, which transformers has a plan for; the job checks when it
+    loads the model and falls back to the layer split, saying so)."""
+    from selectit.models import ONE_DEVICE, TENSOR_PARALLEL, parallel_mode
+
+    folder = Path(root) / "results/models" / rater
+    if gpus <= 1:
+        return ONE_DEVICE, "1 GPU"
+    if (folder / "config.json").is_file():
+        return parallel_mode(folder, gpus)[0], f"{gpus} GPUs, checked on the prepared model"
+    return TENSOR_PARALLEL, f"{gpus} GPUs, assumed: not prepared here"
+
+
+def planned_gpu_factor(mode: str, gpus: int) -> float:
+    """GPU-hours per (FLOPs / one GPU's sustained throughput) of a rater run in ``mode`` on ``gpus`` GPUs: 1 on one
+    GPU; 1 / plan.TENSOR_PARALLEL_EFFICIENCY in tensor parallel (all compute at once, each on 1/gpus of the work);
+    gpus for a layer split (all held, one computing at a time)."""
+    from selectit.models import LAYER_SPLIT, TENSOR_PARALLEL
+
+    if mode == TENSOR_PARALLEL:
+        return 1.0 / plan.TENSOR_PARALLEL_EFFICIENCY
+    return float(gpus) if mode == LAYER_SPLIT else 1.0
 
 
 def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
@@ -439,8 +468,11 @@ def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataF
         "`gpus`). 'Files found' < 'Jobs' means some jobs have no benchmark file.",
         f"Planned rows: tokens = records × {a.get('n_prompts')} prompts × {a.get('tokens_per_row', 0):.1f} "
         f"tokens per rating row ({a.get('tokens_source')}); FLOPs = 2 θ × tokens; at "
-        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU; a rater split across n GPUs (`gpus`) runs on one "
-        "of them at a time, so its GPU-hours are n × FLOPs / throughput.",
+        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU. A rater on n GPUs (`gpus`) whose architecture has a "
+        "tensor-parallel plan runs as n processes computing at once, at "
+        f"{a.get('tensor_parallel_efficiency', 0):.0%} of linear scaling (Megatron-LM, Shoeybi et al. 2019, 8-way "
+        "tensor parallelism): GPU-hours = FLOPs / (throughput × that); one without a plan is split by layers, one "
+        "GPU computing at a time: n × FLOPs / throughput ('Parallel' says which).",
     ])
 
 
