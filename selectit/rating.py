@@ -763,7 +763,8 @@ def _rate_loaded(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt
     model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus, tensor_parallel=tensor_parallel)
     if not isinstance(shard, pd.DataFrame):
         shard = pq.read_table(shard).to_pandas()
-    table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget)
+    table, stats = rate_shard(shard, prompt, model, tokenizer, k, max_length, name, token_budget,
+                              progress=rank() == 0)  # one progress bar in the log
     processes = gpus if tensor_parallel else 1
     meta = {"model": name, "model_fingerprint": info["fingerprint"], "prompt_id": prompt.id, "k": k,
             "max_length": max_length, "dtype": str(model.dtype), "score_token_ids": stats["score_token_ids"],

@@ -154,3 +154,41 @@ def test_make_slurm_profile_then_snakemake_profile_slurm_as_users_type_it(slurm,
     assert "Partition=debug" in job and "JobState=COMPLETED" in job, job
     assert json.loads((workdir / "results/data/tiny/report.json").read_text())["counts"]["kept"] == 24
 
+
+
+def test_a_tensor_parallel_rating_job_runs_its_processes_in_one_allocation(slurm, completed_run, tmp_path):
+    """A rater with `gpus: 2` (a Llama, which has a tensor-parallel plan): its rating job is one Slurm job with one
+    task and both fake GPUs; the job starts 2 tensor-parallel processes inside that allocation, both seeing its
+    GPUs, and the shard equals the local unsplit run's (fp32 logits within 1e-4)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import yaml
+
+    reference, models = completed_run
+    expected = sorted((reference / "results/ratings/tiny/tinya").glob("*/*.parquet"))[0]
+    target = str(expected.relative_to(reference))
+    workdir = tmp_path / "slurm_tp"
+    config_path = write_tiny_config(workdir, models)
+    config = yaml.safe_load(config_path.read_text())
+    config["models"]["tinya"]["gpus"] = 2
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = snakemake(workdir, target, "--profile", str(REPO / "profiles/slurm"),
+                     "--slurm-init-seconds-before-status-checks", "5",
+                     "--set-resources", "rate_shard:cpus_per_gpu=1", "rate_shard:mem_mb=4000",
+                     "prepare_model:mem_mb=3000", "prepare_data:mem_mb=2000", env=slurm, timeout=1500)
+    log = proc.stdout + proc.stderr
+    (tmp_path / "snakemake_output.txt").write_text(log)
+    rating_log = next((workdir / "logs/rate_shard").rglob("*.log")).read_text()
+    stats = json.loads(next(l for l in rating_log.splitlines() if l.startswith("rating stats:")).split(":", 1)[1])
+    assert stats["parallel"] == {"mode": "tensor", "gpus": 2, "processes": 2}, rating_log[-3000:]
+    assert [p["rank"] for p in stats["processes"]] == [0, 1] and len({p["pid"] for p in stats["processes"]}) == 2
+    assert {p["cuda_visible_devices"] for p in stats["processes"]} == {"0,1"}  # the allocation's two GPUs
+    job = subprocess.run(["scontrol", "show", "job", stats["slurm_job_id"]], env=slurm, capture_output=True,
+                         text=True).stdout
+    assert "NumTasks=1 " in job and "TresPerJob=gres:gpu:2" in job, job  # one task of it launched both processes
+    got, ref = pq.read_table(workdir / target), pq.read_table(expected)
+    assert got.column("id").to_pylist() == ref.column("id").to_pylist()
+    assert got.column("n_tokens").to_pylist() == ref.column("n_tokens").to_pylist()
+    np.testing.assert_allclose(np.stack(got.column("logits").to_pylist()), np.stack(ref.column("logits").to_pylist()),
+                               atol=1e-4, rtol=0)
+    assert json.loads(got.schema.metadata[b"selectit"])["parallel"]["mode"] == "tensor"
