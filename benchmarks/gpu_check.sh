@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU throughput check of the rater: the released code's loop (batch size 1, full logits, fp16 / bf16) against
-# our batched rater on Gemma-3-270M, on a lent H100/H200. Run ONCE from the repo root; it ends within ~5 minutes.
+# our batched rater on Gemma-3-270M, on a lent H100/H200, and (2+ GPUs) tensor-parallel rating. Run ONCE from the repo
+# root; it ends within ~5 minutes (~9 with the tensor-parallel case).
 #
 # It needs the machine's own python3 with CUDA torch and transformers (the repo's .venv is CPU-only and does not
 # travel). Nothing is installed: if transformers is missing it says so and stops.
@@ -14,6 +15,12 @@
 #
 # Output: $OUT/rating_gpu.json (written after every variant, so a cut-off run still leaves numbers),
 # $OUT/rating_gpu.log (the whole log), $OUT/env.txt.
+#
+# Tensor parallel (on a machine with 2 or more GPUs; TP_GPUS, default all it has): benchmarks/tp_check.py rates
+# TP_ROWS rows (3000) with a random-weight Llama of LLaMA-2-70B's layer shape (TP_LAYERS layers, 4) and MODEL_DIR's
+# tokenizer, on one GPU and then tensor-parallel over TP_GPUS processes, as a rating job does; within TP_LIMIT_S
+# (240 s). Output: $OUT/tp_check.json (both modes' tokens/s, the speed-up and scaling efficiency, the largest logit
+# difference, the top-20 % overlap), $OUT/tp_check.log. CASES (rating,tp) picks which of the two checks run.
 #
 # Knobs (environment): MODEL_DIR, PYTHON (python3), DEVICE (cuda; cpu for a dry run here), ROWS (260 samples),
 # REPEAT (20: the samples tiled 20x so our rater gets ~26k rows x 5 prompts of work), RELEASED_ROWS (260: the
@@ -34,6 +41,10 @@ TOKEN_BUDGET=${TOKEN_BUDGET:-65536}
 MAX_ROWS=${MAX_ROWS:-1024}
 LIMIT_S=${LIMIT_S:-270}
 MATMUL_SIZE=${MATMUL_SIZE:-8192}
+CASES=${CASES:-rating,tp}
+TP_ROWS=${TP_ROWS:-3000}
+TP_LAYERS=${TP_LAYERS:-4}
+TP_LIMIT_S=${TP_LIMIT_S:-240}
 VARIANTS=${VARIANTS:-released:own,released:ours,ours:ours,ours-compile:ours,ours-compile:ours@tb=131072+rows=2048,ours-plain:ours@tb=131072+rows=2048+compile=1}
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=true
 
@@ -60,12 +71,28 @@ fi
 du -sh "$MODEL_DIR" | tee -a "$OUT/env.txt"
 
 set -o pipefail
-timeout --signal=INT --kill-after=20 "$LIMIT_S" "$PY" benchmarks/rating_throughput.py \
-  --device "$DEVICE" --model-dir "$MODEL_DIR" --rows "$ROWS" --repeat "$REPEAT" --released-rows "$RELEASED_ROWS" \
-  --token-budget "$TOKEN_BUDGET" --max-rows "$MAX_ROWS" --max-length 1024 --warmup-rows 4 \
-  --matmul-size "$MATMUL_SIZE" --matmul-reps 10 --variants "$VARIANTS" --out "$OUT/rating_gpu.json" 2>&1 \
-  | grep -v -E '^W[0-9]{4} |torch._dynamo hit config' | tee "$OUT/rating_gpu.log"
-rc=$?
-echo "benchmark exit status: $rc (124/130: stopped at LIMIT_S=${LIMIT_S}s; $OUT/rating_gpu.json holds the variants done)"
+rc=0
+if [[ ",$CASES," == *,rating,* ]]; then
+  timeout --signal=INT --kill-after=20 "$LIMIT_S" "$PY" benchmarks/rating_throughput.py \
+    --device "$DEVICE" --model-dir "$MODEL_DIR" --rows "$ROWS" --repeat "$REPEAT" --released-rows "$RELEASED_ROWS" \
+    --token-budget "$TOKEN_BUDGET" --max-rows "$MAX_ROWS" --max-length 1024 --warmup-rows 4 \
+    --matmul-size "$MATMUL_SIZE" --matmul-reps 10 --variants "$VARIANTS" --out "$OUT/rating_gpu.json" 2>&1 \
+    | grep -v -E '^W[0-9]{4} |torch._dynamo hit config' | tee "$OUT/rating_gpu.log"
+  rc=$?
+  echo "benchmark exit status: $rc (124/130: stopped at LIMIT_S=${LIMIT_S}s; $OUT/rating_gpu.json holds the variants done)"
+fi
+TP_GPUS=${TP_GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')}
+if [[ ",$CASES," == *,tp,* ]]; then
+  if [ "$TP_GPUS" -ge 2 ]; then
+    timeout --signal=INT --kill-after=20 "$TP_LIMIT_S" "$PY" benchmarks/tp_check.py --device "$DEVICE" \
+      --tokenizer-dir "$MODEL_DIR" --gpus "$TP_GPUS" --rows "$TP_ROWS" --layers "$TP_LAYERS" \
+      --out "$OUT/tp_check.json" 2>&1 | grep -v -E '^W[0-9]{4} ' | tee "$OUT/tp_check.log"
+    tp_rc=$?
+    echo "tensor-parallel check exit status: $tp_rc (124/130: stopped at TP_LIMIT_S=${TP_LIMIT_S}s)"
+    [ "$rc" -ne 0 ] || rc=$tp_rc
+  else
+    echo "tensor-parallel check skipped: $TP_GPUS GPU(s) here, it needs 2 or more (TP_GPUS)" | tee "$OUT/tp_check.log"
+  fi
+fi
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv 2>/dev/null | tail -1
 exit $rc
