@@ -771,7 +771,8 @@ def _rate_loaded(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt
             "parallel": {"mode": mode, "gpus": gpus, "processes": processes}}
     # where it ran: on Slurm the job id and the GPUs the allocation gave it; every process of a tensor-parallel run
     where = {"rank": rank(), "pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-             "local_rank": os.environ.get("LOCAL_RANK"), "devices": sorted({str(p.device) for p in model.parameters()})}
+             "local_rank": os.environ.get("LOCAL_RANK"), "devices": sorted({str(p.device) for p in model.parameters()}),
+             "layer_share": _layer_share(model)}
     processes_seen = [where]
     if tensor_parallel:
         import torch.distributed as dist
@@ -790,6 +791,18 @@ def _rate_loaded(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt
     if stats_path and rank() == 0:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
+
+
+def _layer_share(model: Any) -> float | None:
+    """The share of the first decoder layer's parameters this process holds (1.0 unless sharded by tensor
+    parallelism, where it is about 1/processes: the norms are held whole)."""
+    try:
+        layer = model.get_decoder().layers[0]
+    except (AttributeError, IndexError, TypeError):
+        return None
+    params = list(layer.parameters())
+    local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+    return round(local / max(sum(p.numel() for p in params), 1), 4)
 
 
 TENSOR_PARALLEL_WORKER = "selectit.rating_tp"  # the module each process of a tensor-parallel rating runs

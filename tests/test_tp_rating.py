@@ -48,6 +48,8 @@ def test_tensor_parallel_rating_equals_the_unsplit_model(tiny_model_dir, tmp_pat
     ranks = split["processes"]
     assert [p["rank"] for p in ranks] == [0, 1] and len({p["pid"] for p in ranks}) == 2
     assert all(p["cuda_visible_devices"] == "0,1" for p in ranks)  # the job's locked GPUs, inherited by both
+    assert all(abs(p["layer_share"] - 0.5) < 0.01 for p in ranks)  # each holds half of every layer (norms whole)
+    assert whole["processes"][0]["layer_share"] == 1.0
     assert json.loads((tmp_path / "tp_stats.json").read_text())["processes"] == ranks
     assert [p.name for p in (tmp_path / "tp").iterdir()] == ["ratings.parquet"]  # one writer, no leftovers
     ref, ref_logits, _ = _read(tmp_path / "whole.parquet")
