@@ -2,7 +2,7 @@ import pandas as pd
 
 from selectit.audit import audit_metrics, median_mass
 from selectit.fusion import _samples
-from selectit.paper.figures import write_csv_atomic
+from selectit.atomic import write_text_atomic
 from selectit.smk import step
 
 with step(snakemake):
@@ -19,6 +19,6 @@ with step(snakemake):
         max_mode_share=p.max_mode_share,
         min_score_mass=p.min_score_mass,
     )
-    write_csv_atomic(metrics, snakemake.output.metrics)
+    write_text_atomic(snakemake.output.metrics, metrics.to_csv(index=False))
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(metrics.to_string())
