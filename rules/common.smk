@@ -90,14 +90,19 @@ def shard_hash(wildcards):
     return shard_hashes(dataset_spec(wildcards.dataset))[wildcards.shard]
 
 
-def rating_shards(wildcards):
+def dataset_rating_shards(dataset, models=None):
+    """Every rating shard of a dataset: each prompt x shard of each rater (of `models`, default all)."""
     return expand(
         layout.RATING_SHARD,
-        dataset=wildcards.dataset,
-        model=wildcards.model,
+        dataset=dataset,
+        model=list(MODELS) if models is None else models,
         prompt=[p.id for p in PROMPTS],
-        shard=shards(wildcards.dataset),
+        shard=shards(dataset),
     )
+
+
+def rating_shards(wildcards):
+    return dataset_rating_shards(wildcards.dataset, [wildcards.model])
 
 
 def model_infos(wildcards):
@@ -304,18 +309,11 @@ def audit_inputs(wildcards):
     and the data's rating shards (the raters' score-token mass)."""
     d = wildcards.dataset
     files = [s[key] for s in AUDIT_PLANS[d] for key in ("real", "canary") if s[key]]
-    mass = expand(
-        layout.RATING_SHARD,
-        dataset=d,
-        model=list(MODELS),
-        prompt=[p.id for p in PROMPTS],
-        shard=shards(d),
-    )
     return {
         "samples": layout.SAMPLES.format(dataset=d),
         "canaries": layout.SAMPLES.format(dataset=d + _audit.SUFFIX),
         "scores": sorted(set(files)),
-        "shards": mass,
+        "shards": dataset_rating_shards(d),
     }
 
 

@@ -96,13 +96,7 @@ TABLE_EXPECTED_BENCHMARKS = {
     ],
 }
 # Table 9 measures tokens per rating row on this run's rating shards of the main dataset.
-TABLE_RATING_SHARDS = expand(
-    layout.RATING_SHARD,
-    dataset=TABLE_DATASET,
-    model=list(MODELS),
-    prompt=[p.id for p in PROMPTS],
-    shard=shards(TABLE_DATASET),
-)
+TABLE_RATING_SHARDS = dataset_rating_shards(TABLE_DATASET)
 
 
 # What each table reads (selectit.paper.registry declares the rest).
