@@ -465,9 +465,11 @@ def summary(metrics: pd.DataFrame, proportions: Sequence[float]) -> pd.DataFrame
     table["_order"] = table["scorer"].map(order)
     table = table.sort_values(["dataset", "reference", "_order"]).drop(columns=["scorer", "_order"])
     table = table.rename(columns={"dataset": "Dataset", "reference": "Against"}).set_index(["Dataset", "Against"])
-    n = metrics[metrics["kind"] == "all"].groupby(["dataset", "reference"])["n_bad"].first()
-    counts = ", ".join(f"{d}: {int(v)} {r}" for (d, r), v in n.items())
-    return _finish(table, "Selection audit: how well each scorer tells originals from corrupted copies",
+    n = metrics[metrics["kind"] == "all"].groupby(["dataset", "reference"], sort=False)["n_bad"].first()
+    what = {"canaries": "canaries", "flaw labels": "flawed records"}
+    counts = "; ".join(f"{d}: {int(v)} {what.get(r, r)}" for (d, r), v in n.items())
+    return _finish(table, "how well each scorer ranks records above corrupted copies of them (canaries) and clean "
+                   "records above flawed ones",
                    [f"Bad records: {counts}.",
                     "AUROC: the chance that an original (or clean) record scores above a canary (or flawed "
                     "record), ties one half; 0.5 is chance. Win rate: the share of canaries scored below their own "

@@ -446,7 +446,8 @@ def plot_audit(metrics: pd.DataFrame, pdf_path: str | Path, png_path: str | Path
         ax.set_title(f"{dataset}: against {reference}")
         ax.set_xlabel("")
         ax.set_ylabel("")
-        ax.tick_params(axis="x", labelrotation=35)
+        ax.set_xticks(ax.get_xticks(), [t.get_text() for t in ax.get_xticklabels()], rotation=35, ha="right",
+                      rotation_mode="anchor")
         plotted.append(part[["dataset", "reference", "scorer", "label", "kind", "n_good", "n_bad", "auroc",
                              "win_rate", "degenerate"]])
     fig.suptitle("Selection audit: AUROC per scorer and kind (0.5 = chance; * degenerate)")
