@@ -226,12 +226,12 @@ def scorers(config: Mapping[str, Any]) -> list[Scorer]:
     """What the audit measures: every scoring method of the registry (`Kind.scores`): the score levels,
     length and random always, IFD and the judge when a configured method list names them (they cost
     compute of their own); and with more than one rater, each rater's token and sentence level."""
-    from selectit.methods import KINDS, label
+    from selectit.methods import KINDS, label, parse
 
     named = set(config["selection"]["methods"]) | set(config["training"]["methods"])
     for key in ("methods", "strategies", "other_methods"):
         named |= set((config.get("paper") or {}).get(key) or [])
-    named_kinds = {n.split("-")[0] for n in named}
+    named_kinds = {parse(n).kind for n in named}
     out = []
     for kind, spec in KINDS.items():
         if not spec.scores:
