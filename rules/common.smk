@@ -301,7 +301,10 @@ def selection_inputs(wildcards):
 from selectit import audit as _audit
 
 AUDIT_SETTINGS = _audit.audit_settings(config)
-AUDIT_PLANS = {d: _audit.plan(config, d) for d in _audit.audited(config)}
+AUDIT_PLANS = {
+    spec["canaries_of"]: _audit.plan(config, spec["canaries_of"])
+    for spec in AUDITS.values()
+}
 
 
 def audit_inputs(wildcards):
