@@ -46,6 +46,18 @@ def slurm(tmp_path_factory):
     subprocess.run(["bash", str(SLURM_SH), "stop"], env=env, capture_output=True)
 
 
+def submitted_resources(log: str, rule: str, resource: str) -> list[str]:
+    """The values of `resource` in the job blocks of `rule` that Snakemake printed, in order. A block starts with
+    `rule <name>:` alone at the start of a line and holds indented `key: value` lines; an "Error in rule <name>:"
+    report is not a block, and a value is never taken from a later block of another rule."""
+    values = []
+    for block in re.finditer(rf"^rule {rule}:\n((?:[ \t]+\S[^\n]*\n?)+)", log, flags=re.M):
+        found = re.search(rf"^[ \t]+resources:[^\n]*?\b{resource}=(\d+)", block[1], flags=re.M)
+        assert found, f"a {rule} job block without {resource}:\n{block[0]}"
+        values.append(found[1])
+    return values
+
+
 def resubmitted_resource(log: str, rule: str, resource: str, tmp_path: Path) -> tuple[set[str], str]:
     """From Snakemake's output of a run in which exactly one job was resubmitted: the values of `resource` in
     the submissions of `rule` before the resubmission, and its value in the resubmission. (The output also
@@ -53,8 +65,26 @@ def resubmitted_resource(log: str, rule: str, resource: str, tmp_path: Path) -> 
     (tmp_path / "snakemake_output.txt").write_text(log)  # kept for a failing assertion's reader
     first, restarts, after = log.partition("Trying to restart job")
     assert restarts and "Trying to restart job" not in after, "exactly one job should be resubmitted"
-    pattern = rf"rule {rule}:.*?resources:[^\n]*?{resource}=(\d+)"
-    return set(re.findall(pattern, first, flags=re.S)), re.search(pattern, after, flags=re.S)[1]
+    retried = submitted_resources(after, rule, resource)
+    assert retried, f"no {rule} job block after the restart"
+    return set(submitted_resources(first, rule, resource)), retried[0]
+
+
+def test_resources_are_read_from_job_blocks_only():
+    """The CI failure of stop 22: an "Error in rule rate_shard:" report followed by another rule's block made the
+    old pattern read that rule's mem_mb (1000) as a rate_shard submission's."""
+    block = ("{kind} {rule}:\n    input: data.json\n    wildcards: shard=shard00{n}\n"
+             "    resources: tmpdir=<TBD>, disk_mb=1000, mem_mb={mem}, mem=1 GB, gpu=1\nShell command: None\n\n")
+    log = (block.format(kind="rule", rule="rate_shard", n=0, mem=1500)
+           + "Error in rule rate_shard:\n    message: SLURM-job '5' failed\n    jobid: 5\n"
+           + block.format(kind="checkpoint", rule="select_subset", n=1, mem=1000)
+           + "[Wed Dec  2 20:04:07 2026]\n" + block.format(kind="rule", rule="rate_shard", n=1, mem=1500)
+           + "Trying to restart job 5.\n\n" + block.format(kind="rule", rule="rate_shard", n=0, mem=3000)
+           + block.format(kind="rule", rule="merge_ratings", n=0, mem=1000))
+    assert submitted_resources(log, "rate_shard", "mem_mb") == ["1500", "1500", "3000"]
+    first, _, after = log.partition("Trying to restart job")
+    assert submitted_resources(first, "select_subset", "mem_mb") == []  # a checkpoint's block is not a rule's
+    assert submitted_resources(log, "merge_ratings", "disk_mb") == ["1000"]
 
 
 def test_rating_jobs_run_through_slurm_with_a_gpu(slurm, completed_run, tmp_path):
