@@ -651,12 +651,52 @@ def job_cpus(requested: int | None = None, *, environ: Any = None, affinity: set
     return max(1, min(bounds)), limits
 
 
+# glibc malloc settings for a rating process (mallopt's parameter number, value): serve every buffer under 32 MiB
+# (glibc's largest mmap threshold) from the heap, and keep up to 1 GiB of freed heap instead of returning it to the
+# kernel, with 64 MiB of headroom on each growth. With glibc's adaptive defaults, the activations a batch frees are
+# trimmed and the next batch faults them back in as fresh zeroed pages (SmolLM2 in bf16: about 1M minor faults on
+# 130 rows × one prompt; 50k with these; docs/performance.md). The trim threshold must go with the mmap one: set
+# alone, it turns off the adaptive mmap threshold and the faults rise.
+MALLOC_SETTINGS = {"mmap_threshold": (-3, 32 << 20), "trim_threshold": (-1, 1 << 30), "top_pad": (-2, 64 << 20)}
+# environment variables by which a user sets glibc malloc; where one is set, tune_malloc leaves malloc alone
+MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+              "GLIBC_TUNABLES", "LD_PRELOAD")
+
+
+def tune_malloc(environ: Any = None) -> dict[str, Any]:
+    """Apply ``MALLOC_SETTINGS`` to this process's glibc malloc (any time; it is process-wide and affects
+    allocations from then on). Skipped, with the reason, where the C library is not glibc, where
+    ``SELECTIT_TUNE_MALLOC=0``, or where the user set malloc up already (``MALLOC_ENV``: glibc's own variables, or
+    a preloaded allocator such as jemalloc or tcmalloc). Returns {"applied": bool, "settings" or "skipped": ...}."""
+    import ctypes
+    import platform
+
+    environ = os.environ if environ is None else environ
+    if str(environ.get("SELECTIT_TUNE_MALLOC", "1")).strip() == "0":
+        return {"applied": False, "skipped": "SELECTIT_TUNE_MALLOC=0"}
+    if any(environ.get(name) for name in MALLOC_ENV):
+        return {"applied": False, "skipped": "set by the environment: " +
+                ", ".join(name for name in MALLOC_ENV if environ.get(name))}
+    if platform.libc_ver()[0] != "glibc":
+        return {"applied": False, "skipped": f"C library is not glibc ({platform.libc_ver()[0] or 'unknown'})"}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError) as exc:
+        return {"applied": False, "skipped": f"mallopt not found: {exc}"}
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if mallopt(param, value) != 1]
+    if failed:
+        return {"applied": False, "skipped": "mallopt refused " + ", ".join(failed)}
+    return {"applied": True, "settings": {name: value for name, (_, value) in MALLOC_SETTINGS.items()}}
+
+
 def prepare_cpu_threads(requested: int | None = None, **probe: Any) -> dict[str, Any]:
     """Before torch is imported: limit OpenMP/MKL to ``job_cpus`` threads and make idle OpenMP threads sleep
     (``OMP_WAIT_POLICY=PASSIVE``, unless set already) instead of spinning, so a rating job beside other busy
     processes neither takes more cores than it was given nor burns them while it waits. Both are read by the OpenMP
     runtime once, when torch loads it; if torch is imported already only ``torch.set_num_threads`` still applies
-    (``omp_env_applied`` says which). Also sets torch's thread count where torch is loaded. Returns what it did."""
+    (``omp_env_applied`` says which). Also sets torch's thread count where torch is loaded, and glibc malloc's
+    settings (``tune_malloc``; ``malloc`` says whether they applied). Returns what it did."""
     import sys
 
     threads, limits = job_cpus(requested, **probe)
@@ -667,11 +707,12 @@ def prepare_cpu_threads(requested: int | None = None, **probe: Any) -> dict[str,
             current = os.environ.get(name, "")
             if not (current.isdigit() and 0 < int(current) <= threads):
                 os.environ[name] = str(threads)
+    malloc = tune_malloc()
     import torch
 
     torch.set_num_threads(threads)
     return {"threads": threads, "cpu_limits": limits, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "omp_env_applied": applied}
+            "omp_env_applied": applied, "malloc": malloc}
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, Any] | None = None) -> None:

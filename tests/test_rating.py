@@ -1,5 +1,7 @@
 """Score-token lookup, truncation, batching and the rater's outputs."""
 
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 from selectit.data import normalise
 from selectit.errors import InputError, NonFiniteLogitsError
 from selectit.prompts import RatingPrompt
-from selectit.rating import (encode_row, job_cpus, padding_share, plan_batches, plan_low_padding, rate_shard,
-                             rate_shard_file, score_token_ids)
+from selectit.rating import (MALLOC_ENV, encode_row, job_cpus, padding_share, plan_batches, plan_low_padding,
+                             rate_shard, rate_shard_file, score_token_ids, tune_malloc)
 
 PROMPT = RatingPrompt("Rate the response from 1 to 5.\n", 1)
 
@@ -430,6 +432,57 @@ def test_rating_job_sets_passive_wait_and_threads_before_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+
+
+MALLOC_PATTERN = (
+    "import resource, sys\n"
+    "if sys.argv[1] == 'tuned':\n"
+    "    from selectit.rating import prepare_cpu_threads\n"
+    "    info = prepare_cpu_threads(1)\n"
+    "    assert info['malloc']['applied'], info\n"
+    "import torch\n"
+    "torch.set_num_threads(1)\n"
+    "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "pages = 0\n"
+    "for batch in range(24):\n"  # length-sorted batches: each one's activations a little larger than the last's
+    "    n = (1 << 20) + batch * (1 << 17)\n"  # 4 MiB + 0.5 MiB a batch, float32
+    "    held = [torch.empty(n).fill_(1.0) for _ in range(3)]\n"
+    "    pages += 3 * n * 4 // 4096\n"
+    "    del held\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, pages)\n"
+)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_rating_process_keeps_freed_activations_instead_of_refaulting_them():
+    """The allocation pattern of length-sorted batches (each batch's buffers a little larger than the last's,
+    freed before the next): with glibc's adaptive defaults every buffer is a fresh mmap whose every page faults;
+    after prepare_cpu_threads (tune_malloc) the heap keeps what was freed and serves the next batch from it."""
+    import subprocess
+    import sys
+
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", MALLOC_PATTERN, mode], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parents[1],
+                             env={k: v for k, v in os.environ.items() if k not in MALLOC_ENV})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return [int(x) for x in out.stdout.split()]
+
+    default, pages = faults("default")
+    tuned, _ = faults("tuned")
+    assert default > 0.9 * pages  # the pattern faults in every page untuned
+    assert tuned < 0.3 * pages, (tuned, default, pages)
+
+
+def test_tune_malloc_leaves_a_user_setting_alone():
+    """A user's own malloc set-up (glibc's variables, a preloaded allocator) or SELECTIT_TUNE_MALLOC=0 wins: no
+    mallopt call, and the reason is reported."""
+    for environ, said in [({"MALLOC_ARENA_MAX": "2"}, "MALLOC_ARENA_MAX"),
+                          ({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}, "GLIBC_TUNABLES"),
+                          ({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, "LD_PRELOAD"),
+                          ({"SELECTIT_TUNE_MALLOC": "0"}, "SELECTIT_TUNE_MALLOC=0")]:
+        info = tune_malloc(environ)
+        assert info["applied"] is False and said in info["skipped"], info
 
 
 # ---------------------------------------------------------------------------------------------------------------
