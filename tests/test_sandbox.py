@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -157,3 +159,42 @@ def test_run_many_keeps_order():
     progs = ["assert True\n", "assert False\n", "x = 1\n"]
     results = sandbox.run_many(progs, workers=2, timeout=10)
     assert [r.status for r in results] == [sandbox.PASSED, sandbox.FAILED, sandbox.PASSED]
+
+
+@pytest.mark.skipif("namespace" not in MODES, reason="needs root and a working unshare")
+def test_no_process_of_a_run_outlives_it():
+    """The kernel reaps a PID namespace's processes after ``unshare`` is reaped; run_program must wait for
+    the last of them. Unwaited, about one short fork-bomb run in ten left processes behind; 30 runs."""
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    leftovers = {}
+    for _ in range(30):
+        res = sandbox.run_program(bomb, isolation="namespace", timeout=0.3)
+        assert res.status == sandbox.TIMEOUT
+        left = _uid_processes(res.uid)
+        if left:
+            leftovers[res.uid] = left
+    assert leftovers == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a process under another uid needs root")
+def test_await_uid_gone_kills_and_waits_for_every_process_of_the_uid():
+    uid = 990000 + os.getpid() % 9000
+
+    def drop():
+        os.setgid(uid)
+        os.setuid(uid)
+
+    procs = [subprocess.Popen(["sleep", "60"], preexec_fn=drop) for _ in range(3)]
+    try:
+        assert sorted(_uid_processes(uid)) == sorted(p.pid for p in procs)
+        reaper = threading.Thread(target=lambda: [p.wait() for p in procs])
+        reaper.start()  # the parent reaps them as they die, as unshare's PID 1 does
+        assert sandbox._await_uid_gone(uid) == []
+        assert _uid_processes(uid) == []
+        reaper.join(5)
+        assert all(p.returncode == -9 for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

@@ -14,7 +14,9 @@ levels exist; ``isolation_mode()`` says which one this machine gives (probed onc
       * no writes outside the working dir: every mount is read-only in the namespace, and the uid
         owns nothing; the working dir is a tmpfs capped at ``workdir_mb``;
       * forking is bounded by RLIMIT_NPROC (effective because the uid is not root and is used by
-        nothing else), and every process is killed when the driver (PID 1) dies;
+        nothing else), and every process is killed when the driver (PID 1) dies; ``run_program``
+        returns only once no process of the run's uid is left (the kernel tears a PID namespace
+        down asynchronously), and a uid is never handed out again while one is;
       * RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_CORE=0; a wall-clock timeout kills the
         process group and the namespace.
 ``rlimit`` (fallback: not root or no ``unshare``)
@@ -22,8 +24,7 @@ levels exist; ``isolation_mode()`` says which one this machine gives (probed onc
     a Python-level preamble in the program's interpreter that makes ``socket`` connections, process
     creation (fork/exec/spawn/subprocess) and ``open()``/``os`` writes outside the working dir raise.
     That preamble can be bypassed by deliberate code (ctypes, re-importing C modules); it stops
-    accidents, not attacks. When run as root without ``unshare``, the program still drops to an
-    unused uid, so RLIMIT_NPROC applies and file permissions protect root-owned files.
+    accidents, not attacks. The program runs as the caller's uid.
 
 A program passes only if it runs to the end: the driver's wrapper ``exec``s the source and reports
 success through a private pipe with a per-run nonce, so ``sys.exit(0)`` or ``os._exit(0)`` halfway
@@ -53,7 +54,7 @@ DEFAULT_LIMITS = {
     "timeout": 10.0,      # wall-clock seconds
     "memory_mb": 1024,    # RLIMIT_AS of the program
     "cpu_seconds": None,  # RLIMIT_CPU; None: ceil(timeout) + 1
-    "max_procs": 16,      # RLIMIT_NPROC for the program's uid (namespace / root fallback)
+    "max_procs": 16,      # RLIMIT_NPROC for the program's uid (namespace mode)
     "file_mb": 16,        # RLIMIT_FSIZE (also caps stdout/stderr)
     "workdir_mb": 64,     # size of the tmpfs working dir (namespace mode)
 }
@@ -433,11 +434,14 @@ def run_program(program: str, *, isolation: str = "auto", **limits: Any) -> Sand
             timed_out = True
         finally:
             _kill_group(proc)
+            left = _await_uid_gone(uid)
         wall = time.monotonic() - start
         report = _read_report(status_r)
         stdout, stderr = _tail(base / "stdout"), _tail(base / "stderr")
         res = SandboxResult(status=FAILED, reason="", wall_seconds=round(wall, 3), isolation=mode,
                             stdout=stdout, stderr=stderr, uid=uid)
+        if left:
+            res.extra["left_running"] = left
         if timed_out:
             res.status, res.reason = TIMEOUT, f"timed out after {timeout:g} s (wall clock); process group killed"
             return res
@@ -464,7 +468,8 @@ def run_program(program: str, *, isolation: str = "auto", **limits: Any) -> Sand
         if proc is not None and proc.poll() is None:
             _kill_group(proc)
         shutil.rmtree(base, ignore_errors=True)
-        if uid is not None:
+        if uid is not None and not _await_uid_gone(uid):
+            # a uid that still has processes (none should after the wait) stays reserved for good
             with _UID_LOCK:
                 _USED_UIDS.discard(uid)
 
@@ -483,6 +488,48 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _uid_pids(uid: int) -> list[int]:
+    """Pids whose real, effective or saved uid is ``uid`` (zombies included), read from /proc."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", "rb") as fh:
+                for line in fh:
+                    if line.startswith(b"Uid:"):
+                        if uid in (int(v) for v in line.split()[1:4]):
+                            pids.append(int(entry.name))
+                        break
+        except (OSError, ValueError):
+            continue  # exited while we read
+    return pids
+
+
+def _await_uid_gone(uid: int | None, timeout: float = 10.0) -> list[int]:
+    """Wait until no process runs as the run's ``uid``; SIGKILL any found meanwhile.
+
+    Killing the namespace's PID 1 does not end its processes at once: the kernel kills and reaps them
+    while PID 1 exits, after ``unshare`` itself has been reaped. So the driver's death is not the end
+    of the run, the uid's last process is. Returns the pids still there after ``timeout`` (none
+    expected)."""
+    if uid is None:
+        return []
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        pids = _uid_pids(uid)
+        if not pids or time.monotonic() > deadline:
+            return pids
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def _read_report(fd: int) -> dict | None:
