@@ -6,7 +6,9 @@ rendered with the LLMZoo-style conversation ``template`` (a config value, see ``
     {system}\\n\\nHuman: {instruction}[\\n{input}]\\nAssistant: {response}<eos>
 
 and trained with transformers' ``Trainer``. The loss covers the response tokens and the EOS only: the
-prompt and the padding are labelled ``-100``. A record longer than ``max_length`` keeps its whole prompt
+prompt and the padding are labelled ``-100``. Micro-batches are padding-free by default (``packing``:
+``PackedCollator`` runs a micro-batch's examples as one sequence, attention kept within each example), so
+the model computes only real tokens; ``packing: false`` right-pads the rows instead (``SFTCollator``). A record longer than ``max_length`` keeps its whole prompt
 and loses the end of its response (and then its EOS); a record whose prompt alone fills ``max_length``
 has nothing to learn from and is dropped (counted in ``train_result.json``).
 
@@ -101,6 +103,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "keep_checkpoints": False,
     "logging_steps": 10,
     "deepspeed": None,  # path to a DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json) or None
+    "packing": True,  # padding-free micro-batches (PackedCollator); False: right-padded rows (SFTCollator)
     "template": DEFAULT_TEMPLATE,
 }
 
@@ -151,6 +154,8 @@ def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
         raise InputError(f"training setting 'warmup_ratio' must be in [0, 1) (got {out['warmup_ratio']!r})")
     if out["save_strategy"] not in _SAVE_STRATEGIES:
         raise InputError(f"training setting 'save_strategy' must be one of {_SAVE_STRATEGIES}")
+    if not isinstance(out["packing"], bool):
+        raise InputError(f"training setting 'packing' must be true or false (got {out['packing']!r})")
     if out["bf16"] not in ("auto", True, False):
         raise InputError(f"training setting 'bf16' must be 'auto', true or false (got {out['bf16']!r})")
     if out["deepspeed"] is not None:
@@ -350,6 +355,84 @@ class SFTCollator:
             labels[row, :n] = torch.tensor(f["labels"], dtype=torch.long)
             attention[row, :n] = 1
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+class PackedCollator:
+    """Padding-free micro-batches: the examples of a micro-batch are concatenated into one row (transformers'
+    ``DataCollatorWithFlattening``), with ``position_ids`` that restart at 0 at every example and no attention
+    mask. From those position ids transformers builds a block-diagonal causal mask (SDPA, eager, flex
+    attention) or passes the sequence boundaries to flash-attention's variable-length kernels
+    (``flash_attention_2``: ``flash_kwargs`` adds ``cu_seq_lens``), so no token attends across examples.
+
+    The micro-batch holds the same examples as the padded collator's and the same labels: the first label of
+    each example, which the flattening sets to -100 so that the last token of one example is not trained to
+    predict the first of the next, is a prompt token, already -100 (``assemble_example``). The loss and its
+    normalisation (the count of labelled tokens) are therefore those of the padded batch.
+    """
+
+    def __init__(self, flash_kwargs: bool = False) -> None:
+        from transformers import DataCollatorWithFlattening
+
+        self.flash_kwargs = flash_kwargs
+        self._inner = DataCollatorWithFlattening(return_flash_attn_kwargs=flash_kwargs, return_tensors="pt")
+
+    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+        for f in features:
+            if f["labels"] and f["labels"][0] != IGNORE_INDEX:
+                raise ValueError("a packed example must start with a prompt token (label -100); see assemble_example")
+        return self._inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+
+
+class BatchCounter:
+    """Counts what the model's forward passes cost: positions it runs over against the real (non-padding)
+    tokens among them (``attention_mask`` ones; every position of a packed batch); ``padded_share`` =
+    1 - tokens / positions. ``attach`` hooks it to a model, so it counts the micro-batches that ran, not
+    those a data loader fetched ahead."""
+
+    def __init__(self) -> None:
+        self.micro_batches = self.positions = self.tokens = 0
+
+    def count(self, batch: dict[str, Any]) -> None:
+        ids, mask = batch["input_ids"], batch.get("attention_mask")
+        self.micro_batches += 1
+        self.positions += int(ids.numel())
+        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+
+    def attach(self, model: Any) -> Any:
+        """Count every forward pass of ``model`` (its top-level module); returns the hook's handle."""
+        return model.register_forward_pre_hook(lambda module, args, kwargs: self.count(kwargs), with_kwargs=True)
+
+    def summary(self) -> dict[str, Any]:
+        return {"micro_batches": self.micro_batches, "positions": self.positions, "tokens": self.tokens,
+                "padded_share": 1.0 - self.tokens / self.positions if self.positions else None}
+
+
+def padded_share(lengths: Sequence[int], batch_size: int) -> float:
+    """Share of padded positions when ``lengths`` are cut, in this order, into right-padded batches."""
+    positions = tokens = 0
+    for start in range(0, len(lengths), batch_size):
+        chunk = lengths[start:start + batch_size]
+        positions += max(chunk) * len(chunk)
+        tokens += sum(chunk)
+    return 1.0 - tokens / positions if positions else 0.0
+
+
+def flash_attention_available() -> bool:
+    """A CUDA GPU and the ``flash_attn`` package: packed batches then run flash-attention's varlen kernels."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+
+
+def make_collator(settings: dict[str, Any], pad_token_id: int) -> tuple[Any, str]:
+    """(collator, attention implementation) of resolved ``settings``: packed with flash-attention 2 where it
+    runs, packed with SDPA's block-diagonal mask elsewhere, or right-padded with SDPA (``packing: false``)."""
+    if not settings["packing"]:
+        return SFTCollator(pad_token_id), "sdpa"
+    flash = flash_attention_available()
+    return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else "sdpa"
 
 
 # -------------------------------------------------------------------------------------- checkpoints
@@ -580,11 +663,16 @@ def train(subset_path: str | Path, base_model_dir: str | Path, out_dir: str | Pa
         global_step, epoch = int(resume_state["global_step"]), float(resume_state.get("epoch") or 0.0)
         losses = [e["loss"] for e in log_history if "loss" in e]
         train_loss = float(sum(losses) / len(losses)) if losses else None
+        batches = None  # nothing was trained in this process
     else:
+        collator, attention = make_collator(settings, pad_id)
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, trust_remote_code=False,
-                                                     attn_implementation="sdpa")
+                                                     attn_implementation=attention)
+        model.config.use_cache = False  # a cache would hide packed sequences from the mask (masking_utils)
+        counter = BatchCounter()
+        counter.attach(model)
         trainer = Trainer(model=model, args=args, train_dataset=SFTDataset(data.examples),
-                          data_collator=SFTCollator(pad_id), processing_class=tokenizer,
+                          data_collator=collator, processing_class=tokenizer,
                           callbacks=list(callbacks or []))
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         trainer.model.config.use_cache = True  # checkpointing switched it off; inference wants it back
@@ -592,6 +680,7 @@ def train(subset_path: str | Path, base_model_dir: str | Path, out_dir: str | Pa
         trainer.accelerator.wait_for_everyone()
         log_history, global_step = trainer.state.log_history, int(trainer.state.global_step)
         epoch, train_loss = float(trainer.state.epoch or 0.0), float(result.training_loss)
+        batches = {**counter.summary(), "attention": attention}
 
     summary = {
         "out_dir": str(out),
@@ -617,6 +706,10 @@ def train(subset_path: str | Path, base_model_dir: str | Path, out_dir: str | Pa
         "loss_curve": _loss_curve(log_history),
         "resumed_from": str(resume) if resume else None,
         "resumed_from_step": resume_step,
+        "packing": settings["packing"],
+        # this process's micro-batches (rank 0; after a resume only the steps it ran): positions computed,
+        # real tokens among them, padded share; None when a checkpoint of the last step was taken as it is
+        "batches": batches,
         "wall_time_s": round(time.time() - start, 3),  # this process only (not the killed run before)
         "versions": package_versions(),
     }
