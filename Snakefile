@@ -21,6 +21,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/plan.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/rating.smk"

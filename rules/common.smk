@@ -420,6 +420,13 @@ def _selected(wildcards):
     ).output.alpaca
 
 
+def plan_model_infos(wildcards):
+    """model.json of every rater and base whose parameter count the plan must read (none given in paper.cost)."""
+    thetas = ((config.get("paper") or {}).get("cost") or {}).get("thetas") or {}
+    names = set(MODELS) | {base_model(b) for b in BASES}
+    return [layout.MODEL_INFO.format(model=m) for m in sorted(names - set(thetas))]
+
+
 def training_subset(wildcards):
     """The subset, by content: its file time is ignored (ancient) and its digest is a param, so a subset
     rewritten with the same records (a reorder, an edit that leaves the selection as it was) trains

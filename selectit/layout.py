@@ -31,6 +31,7 @@ EVAL_RESULT = "results/eval/{base}/{dataset}/{method}/{proportion}/seed{seed}/{b
 AUDIT = "results/audit/{dataset}/metrics.csv"  # the audit of one dataset by its canaries (selectit.audit)
 EMBEDDINGS = "results/embeddings/{dataset}/{model}.parquet"
 TABLE = "results/tables/{table}.{ext}"  # ext: csv, md, tex
+PLAN = "results/plan/gpu_hours.{ext}"  # ext: csv, md; the planned GPU bill of the config in force (selectit.cost)
 FIGURE = "figures/{figure}.{ext}"  # ext: pdf, png, csv
 RELEASE_DIR = "results/release/{dataset}/{method}/{proportion}"
 

@@ -122,6 +122,8 @@ MATRIX = {
         "select_subset": ["judge"]}),
     "a training setting": (dict(training={"learning_rate": 1e-4}), {
         "train_subset": TRAINED, "evaluate": TRAINED}),
+    # padded micro-batches instead of packed ones: the same examples and loss, other rounding: every fine-tune
+    "the training collator": (dict(training={"packing": False}), {"train_subset": TRAINED, "evaluate": TRAINED}),
     "one benchmark's setting": (dict(bench={"limit": 2}), {"evaluate": TRAINED}),
 }
 

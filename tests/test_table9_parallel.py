@@ -21,7 +21,7 @@ def test_planned_gpu_hours_follow_each_raters_parallel_mode(tmp_path):
     planned_config.write_text(yaml.safe_dump({
         "datasets": {"d": {"hf_name": "x/y"}}, "models": models,
         "paper": {"cost": {"records": {"d": 100}, "thetas": dict.fromkeys(models, 7.0e10)}}}))
-    frame = tables.planned_rating_cost(planned_config, tokens_per_row=100.0, root=tmp_path).set_index("Stage")
+    frame = tables.planned_cost(planned_config, tokens_per_row=100.0, root=tmp_path).set_index("Stage")
     hours = {m: frame.loc[f"rate d with {m}", "GPU-hours"] for m in models}
     assert hours["llama"] == pytest.approx(hours["one"] / TENSOR_PARALLEL_EFFICIENCY)
     assert hours["hub"] == pytest.approx(hours["llama"])

@@ -239,21 +239,21 @@ def test_table9_measured_and_planned(tmp_path):
         "datasets": {"hub": {"hf_name": "x/y", "n_shards": 4}, "local": {"path": "local.json"}},
         "models": {"big": {"hf": "x/big"}, "small": {"hf": "x/small"}},
         "n_prompts": 3,
-        "paper": {"cost": {"records": {"hub": 1000}, "thetas": {"big": 7.0e9}, "throughput_tflops": 100}}}))
-    planned = tables.planned_rating_cost(planned_config, tokens_per_row=250.0, root=tmp_path)
+        "paper": {"cost": {"records": {"hub": 1000}, "thetas": {"big": 7.0e9}, "peak_tflops": 250}}}))
+    planned = tables.planned_cost(planned_config, tokens_per_row=250.0, root=tmp_path)
     row = planned.set_index("Stage").loc["rate hub with big"]
     assert row["Tokens"] == 1000 * 3 * 250.0 and row["FLOPs"] == 2 * 7.0e9 * 1000 * 3 * 250.0
-    assert row["GPU-hours"] == pytest.approx(row["FLOPs"] / 100e12 / 3600) and row["Jobs"] == 12
+    assert row["GPU-hours"] == pytest.approx(row["FLOPs"] / (250e12 * 0.4) / 3600) and row["Jobs"] == 12
     assert planned.set_index("Stage").loc["rate local with small", "FLOPs"] == 2 * 3.0e8 * 7 * 3 * 250.0
     table = tables.table9_efficiency(measured, planned)
-    assert table.index.names == ["Stage", "Source"] and len(table) == 2 + 4 + 1
-    total = planned.set_index("Stage").loc["rating, all datasets and raters"]
-    assert total["GPU-hours"] == pytest.approx(planned["GPU-hours"][:-1].sum()) and total["Jobs"] == 2 * 12 + 2 * 3
-    assert "100 TFLOP/s" in tables.to_markdown(table)
+    assert table.index.names == ["Stage", "Source"] and len(table) == 2 + 4 + 2  # measured, planned, two totals
+    total = planned.set_index("Stage").loc["rating, total"]
+    assert total["GPU-hours"] == pytest.approx(planned["GPU-hours"][:-2].sum()) and total["Jobs"] == 2 * 12 + 2 * 3
+    assert "250 TFLOP/s" in tables.to_markdown(table)
     # a Hub dataset without a record count, a rater without theta: errors that say which key to set
     planned_config.write_text(yaml.safe_dump({"datasets": {"hub": {"hf_name": "x/y"}}, "models": {"big": {}}}))
     with pytest.raises(InputError, match="records has no record count for Hub dataset 'hub'"):
-        tables.planned_rating_cost(planned_config, 250.0, tmp_path)
+        tables.planned_cost(planned_config, 250.0, tmp_path)
     write_tsv(bench / "evaluate/c.tsv", [])
     with pytest.raises(InputError, match="c.tsv"):
         tables.measured_efficiency(expected, {})
@@ -280,7 +280,7 @@ def test_table9_counts_each_rating_job_with_its_raters_gpus(tmp_path):
     planned_config.write_text(yaml.safe_dump({
         "datasets": {"hub": {"hf_name": "x/y"}}, "models": {"big": {"hf": "x/big", "gpus": 4}, "small": {"hf": "x/s"}},
         "paper": {"cost": {"records": {"hub": 10}, "thetas": {"big": 7.0e10, "small": 7.0e9}}}}))
-    planned = tables.planned_rating_cost(planned_config, tokens_per_row=100.0, root=tmp_path).set_index("Stage")
+    planned = tables.planned_cost(planned_config, tokens_per_row=100.0, root=tmp_path).set_index("Stage")
     big, small = planned.loc["rate hub with big"], planned.loc["rate hub with small"]
     assert (big["GPUs per job"], small["GPUs per job"]) == (4, 1)
     # 10x the FLOPs, tensor-parallel over its 4 GPUs (a Llama hub id, not prepared here: assumed) at 77 % scaling

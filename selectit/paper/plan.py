@@ -26,13 +26,19 @@ DEFAULTS: dict[str, Any] = {
     "other_methods": ["full", "selectit"],  # Tables 6 and 7
     "trend_proportions": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
     "tsne": {"model": None, "n": 200, "perplexity": 30, "seed": 0},
-    # Table 9's planned rating cost of a config (read from that config's own `paper.cost`, defaults below):
+    # The planned GPU bill of a config (selectit.cost: `snakemake plan`, Table 9), read from that config's own
+    # `paper.cost`, defaults below:
     "cost": {
         "config": "configs/paper.yaml",  # the config whose rating cost is planned
         "records": {},  # dataset -> records, for Hub datasets (a dry run downloads nothing); local files are counted
         "thetas": {},  # rater -> parameter count, for raters not prepared in this run
         "tokens_per_row": None,  # None: measured, the mean n_tokens of this run's rating rows
-        "throughput_tflops": 124.8,  # sustained per GPU: 40 % MFU of an A100's 312 TFLOP/s bf16 peak
+        "tokens_per_record": 206.0,  # a training example (template + record): alpaca_en_demo, SmolLM2's tokenizer
+        "peak_tflops": 312.0,  # one GPU's dense bf16 peak (A100)
+        "mfu": {},  # job kind -> share of the peak; unset kinds: selectit.cost.MFU
+        # per-device batch -> padded share of random right-padded micro-batches (benchmarks/training_packing.py
+        # on alpaca_en_demo, SmolLM2's tokenizer)
+        "padded_share": {1: 0.0, 2: 0.268, 4: 0.426, 8: 0.520, 16: 0.570, 32: 0.607},
     },
 }
 # Table 9's planned cost of a rater rated tensor-parallel over N GPUs (selectit.models.parallel_mode): each GPU runs

@@ -46,7 +46,7 @@ def _table9(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFram
     shards = list(inputs["rating_shards"])
     tokens = tables.mean_tokens_per_row(shards) if shards else None
     source = f"measured: mean n_tokens of this run's {len(shards)} rating shard files"
-    planned = tables.planned_rating_cost(inputs["planned_config"], tokens, tokens_source=source)
+    planned = tables.planned_cost(inputs["planned_config"], tokens, tokens_source=source)
     return tables.table9_efficiency(measured, planned)
 
 

@@ -369,64 +369,27 @@ def mean_tokens_per_row(rating_files: Iterable[str | Path]) -> float:
     return total / rows
 
 
-def planned_rating_cost(planned_config_path: str | Path, tokens_per_row: float | None,
-                        root: str | Path = ".", tokens_source: str = "measured") -> pd.DataFrame:
-    """Rating cost of a config from a dry-run style estimate: per (dataset, rater) tokens = records × prompts ×
-    tokens per row; FLOPs = 2 θ tokens (one forward pass); GPU-hours = FLOPs / throughput / 3600.
-
-    Records, θ and throughput come from that config's ``paper.cost`` (defaults: plan.DEFAULTS); a local dataset
-    is counted, a prepared rater's θ is read from results/models/{rater}/model.json."""
-    from selectit.data import read_records
+def planned_cost(planned_config_path: str | Path, tokens_per_row: float | None,
+                 root: str | Path = ".", tokens_source: str = "measured") -> pd.DataFrame:
+    """The planned GPU bill of another config (``paper.cost.config``) as Table 9's planned rows: every stage and job
+    kind of ``selectit.cost.plan`` with Source "planned (<file>)". ``tokens_per_row``: measured on this run's rating
+    shards (the config's own ``paper.cost.tokens_per_row`` wins)."""
+    from selectit import cost
 
     path = Path(planned_config_path)
     try:
         planned = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"{path}: cannot read the planned config ({exc})") from exc
-    for key in ("datasets", "models"):
-        if not planned.get(key):
-            raise InputError(f"{path}: the planned config has no {key!r}")
-    cost = {**plan.DEFAULTS["cost"], **((planned.get("paper") or {}).get("cost") or {})}
-    if cost["tokens_per_row"]:
-        tokens_per_row, tokens_source = float(cost["tokens_per_row"]), f"paper.cost.tokens_per_row of {path.name}"
-    if not tokens_per_row:
-        raise InputError(f"{path}: no tokens per rating row (paper.cost.tokens_per_row) and none measured")
-    throughput = float(cost["throughput_tflops"]) * 1e12
-    n_prompts = int(planned.get("n_prompts", 5))
-    rows = []
-    for dataset, spec in planned["datasets"].items():
-        if dataset in cost["records"]:
-            records = int(cost["records"][dataset])
-        elif spec.get("path"):
-            records = len(read_records(Path(root) / spec["path"]))
-        else:
-            raise InputError(f"{path}: paper.cost.records has no record count for Hub dataset {dataset!r}")
-        for rater in planned["models"]:
-            if rater in cost["thetas"]:
-                theta = float(cost["thetas"][rater])
-            else:
-                info = Path(root) / "results/models" / rater / "model.json"
-                if not info.exists():
-                    raise InputError(f"{path}: paper.cost.thetas has no parameter count for rater {rater!r} "
-                                     f"and {info} does not exist")
-                theta = float(read_json(info, "model info")["theta"])
-            tokens = records * n_prompts * tokens_per_row
-            flops = 2.0 * theta * tokens
-            gpus = rater_gpus(planned["models"][rater])
-            mode, mode_source = planned_parallel_mode(rater, gpus, root)
-            rows.append({"Stage": f"rate {dataset} with {rater}", "Source": f"planned ({path.name})",
-                         "Jobs": n_prompts * int(spec.get("n_shards", 1)), "Files found": math.nan,
-                         "Wall time (s)": math.nan, "GPUs per job": gpus, "Parallel": f"{mode} ({mode_source})",
-                         "GPU-hours": flops / throughput / 3600.0 * planned_gpu_factor(mode, gpus),
-                         "Tokens": tokens, "FLOPs": flops})
-    if rows:
-        rows.append({**{k: math.nan for k in rows[0]}, "Parallel": "", "Stage": "rating, all datasets and raters",
-                     "Source": rows[0]["Source"], **{k: sum(r[k] for r in rows)
-                                                     for k in ("Jobs", "GPU-hours", "Tokens", "FLOPs")}})
-    frame = pd.DataFrame(rows)
-    frame.attrs["assumptions"] = {"tokens_per_row": tokens_per_row, "throughput_tflops": throughput / 1e12,
-                                  "n_prompts": n_prompts, "tokens_source": tokens_source,
-                                  "tensor_parallel_efficiency": plan.TENSOR_PARALLEL_EFFICIENCY}
+    try:
+        frame = cost.plan(planned, root, tokens_per_row, tokens_source)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    assumptions = frame.attrs["assumptions"]
+    frame = frame.drop(columns=["stage_key", "Job kind"]).assign(**{"Source": f"planned ({path.name})",
+                                                                   "Files found": math.nan,
+                                                                   "Wall time (s)": math.nan})
+    frame.attrs["assumptions"] = assumptions
     return frame
 
 
@@ -462,14 +425,17 @@ def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataF
         if (frame[col].dropna() % 1 == 0).all():  # a mean of unequal GPU counts stays a fraction
             frame[col] = frame[col].astype("Int64")
     a = planned.attrs.get("assumptions", {})
-    return _finish(frame, "Efficiency: measured time per stage and the planned rating cost", [
+    return _finish(frame, "Efficiency: measured time per stage and the planned GPU bill", [
         "Measured rows sum the `s` column of the Snakemake benchmark TSVs (benchmarks/<rule>/...); GPU-hours = "
         "s × the job's GPUs / 3600 (the rule's `gpu` resource; for rating and embedding jobs the rater's "
         "`gpus`). 'Files found' < 'Jobs' means some jobs have no benchmark file.",
-        f"Planned rows: tokens = records × {a.get('n_prompts')} prompts × {a.get('tokens_per_row', 0):.1f} "
-        f"tokens per rating row ({a.get('tokens_source')}); FLOPs = 2 θ × tokens; at "
-        f"{a.get('throughput_tflops', 0):g} TFLOP/s per GPU. A rater on n GPUs (`gpus`) whose architecture has a "
-        "tensor-parallel plan runs as n processes computing at once, at "
+        f"Planned rows (selectit.cost, `snakemake plan`): rating tokens = records × {a.get('n_prompts')} prompts × "
+        f"{a.get('tokens_per_row', 0):.1f} tokens per row ({a.get('tokens_source')}); a training example "
+        f"{a.get('tokens_per_record', 0):g} tokens; FLOPs = 2 θ per token read or generated, 6 θ per trained token × "
+        f"epochs; GPU-hours = FLOPs / ({a.get('peak_tflops', 0):g} TFLOP/s × MFU), the MFU per job kind "
+        f"{a.get('mfu')}. Generation is planned at its budget (max_new_tokens for every row). 'GPU-hours (padded)': "
+        "what the fine-tunes would cost with right-padded micro-batches. A rater on n GPUs (`gpus`) whose "
+        "architecture has a tensor-parallel plan runs as n processes computing at once, at "
         f"{a.get('tensor_parallel_efficiency', 0):.0%} of linear scaling (Megatron-LM, Shoeybi et al. 2019, 8-way "
         "tensor parallelism): GPU-hours = FLOPs / (throughput × that); one without a plan is split by layers, one "
         "GPU computing at a time: n × FLOPs / throughput ('Parallel' says which).",

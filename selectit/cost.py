@@ -1,0 +1,352 @@
+"""The paper run's GPU bill, planned before anything runs: GPU-hours per stage and per job kind of a config.
+
+Every job's work is counted in tokens and turned into FLOPs, then into GPU-hours at a stated share of one GPU's
+peak (the MFU, a setting):
+
+- **forward** passes (rating, IFD, a local judge's scoring, MMLU's log-likelihoods, every prompt that a generation
+  reads): 2 θ FLOPs per token;
+- **generation** (the judge's and the benchmarks' new tokens): 2 θ per generated token, at the ``generation`` MFU:
+  decoding a batch of a few rows reads all weights for one token per row, so it runs far below the peak;
+- **training**: 6 θ per token the model runs over (forward and backward) x epochs; with the padded collator the
+  model also runs over the padding: tokens / (1 - padded share), where the padded share of random micro-batches of
+  the per-device batch size comes from ``paper.cost.padded_share`` (measured on real records); packed: none.
+
+Token counts come from the config: records per dataset (a local file is counted; a Hub dataset's size is
+``paper.cost.records``), tokens of one rating row (``tokens_per_row``; else measured by the caller on rating
+shards; else ``tokens_per_record``, which it about equals) and of one training example (``tokens_per_record``), the benchmarks' protocols (items, shots, samples, budgets: their
+modules' ``DEFAULTS`` under ``evaluation.settings``) with prompt lengths measured on their public data
+(``EVAL_PROMPT_TOKENS``). Generation is planned at its budget (``max_new_tokens`` for every row): an upper bound,
+which static batches approach (a batch runs until its longest row ends).
+
+The jobs are the config's own, those of ``snakemake all tables/all figures/all``: rating every dataset with every
+rater under every prompt; IFD and the judge where a method of ``selection``, ``training`` or (with training
+bases) ``paper`` uses them; fine-tuning and evaluating every run of ``training`` (bases x datasets x methods x
+proportions x seeds) and of the paper's tables and figures (``selectit.paper.plan.all_runs``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from selectit import methods
+from selectit.errors import InputError
+
+#: paper.cost defaults for the plan (selectit.paper.plan.DEFAULTS["cost"] holds them with the other paper keys).
+PEAK_TFLOPS = 312.0  # an A100's dense bf16 peak
+MFU = {"forward": 0.4, "training": 0.4, "generation": 0.05}
+
+#: Mean prompt tokens of one item of each benchmark as its module builds it under its DEFAULTS, measured on the
+#: public data (../shared/data) with SmolLM2's tokenizer by benchmarks/eval_batches.py (a LLaMA-2 tokenizer
+#: gives somewhat more). MMLU: the 5-shot prompt with its one-token answer, one forward per question.
+EVAL_PROMPT_TOKENS = {"mmlu": 706.0, "gsm": 809.0, "bbh": 955.0, "tydiqa": 818.0, "codex": 140.0,
+                      "alpaca_eval": 67.0}  # benchmarks/measured/eval_batches_20261206.json (TyDiQA: 9 examples only)
+#: Items of each benchmark's full data where its settings take everything (None limits).
+EVAL_FULL_ITEMS = {"mmlu": 14042, "gsm": 1319, "codex": 164, "alpaca_eval": 805}
+BBH_TASKS, TYDIQA_LANGUAGES = 27, 9
+JUDGE_PROMPT_TOKENS = 150.0  # the AlpaGasus rating prompt around a record (selectit.judge), about
+JUDGE_NEW_TOKENS = 8  # "Score: 4.5" and a little
+
+COLUMNS = ["Stage", "Job kind", "Jobs", "Tokens", "FLOPs", "MFU", "GPU-hours", "GPU-hours (padded)",
+           "GPU-hours (packed)"]
+
+
+def _cost(config: dict) -> dict[str, Any]:
+    from selectit.paper.plan import DEFAULTS
+
+    cost = {**DEFAULTS["cost"], **((config.get("paper") or {}).get("cost") or {})}
+    cost["mfu"] = {**MFU, **(cost.get("mfu") or {})}
+    unknown = sorted(set(cost["mfu"]) - set(MFU))
+    if unknown:
+        raise InputError(f"config paper.cost.mfu: unknown job kinds {unknown}; known: {sorted(MFU)}")
+    return cost
+
+
+def _default(*keys: str):
+    return methods.schema_default(*keys)
+
+
+def dataset_records(config: dict, cost: dict, root: str | Path = ".") -> dict[str, int]:
+    """Records of every dataset: paper.cost.records, else the local file counted."""
+    from selectit.data import read_records
+
+    out = {}
+    for name, spec in config["datasets"].items():
+        if name in cost["records"]:
+            out[name] = int(cost["records"][name])
+        elif spec.get("path"):
+            out[name] = len(read_records(Path(root) / spec["path"]))
+        else:
+            raise InputError(f"config paper.cost.records has no record count for Hub dataset {name!r} "
+                             "(the plan downloads nothing)")
+    return out
+
+
+def model_theta(name: str, cost: dict, root: str | Path = ".", what: str = "rater") -> float:
+    """Parameters of a rater or base: paper.cost.thetas, else its prepared results/models/{name}/model.json."""
+    import json
+
+    if name in cost["thetas"]:
+        return float(cost["thetas"][name])
+    info = Path(root) / "results/models" / name / "model.json"
+    if not info.is_file():
+        raise InputError(f"config paper.cost.thetas has no parameter count for {what} {name!r} and {info} does "
+                         "not exist")
+    return float(json.loads(info.read_text())["theta"])
+
+
+def _row(stage: str, kind: str, jobs: int, tokens: float, flops: float, mfu: float, peak: float,
+         padded_flops: float | None = None, **extra: Any) -> dict[str, Any]:
+    hours = flops / (peak * 1e12 * mfu) / 3600.0
+    return {"Stage": stage, "Job kind": kind, "Jobs": jobs, "Tokens": tokens, "FLOPs": flops, "MFU": mfu,
+            "GPU-hours": hours * extra.pop("gpu_factor", 1.0),
+            "GPU-hours (padded)": (padded_flops / (peak * 1e12 * mfu) / 3600.0) if padded_flops is not None
+            else math.nan, **extra}
+
+
+def used_kinds(config: dict) -> set[str]:
+    """Kinds of every method the config selects, trains or tabulates (decides whether IFD and the judge run)."""
+    names = list((config.get("selection") or {}).get("methods") or _default("selection", "methods"))
+    names += list((config.get("training") or {}).get("methods") or [])
+    if (config.get("training") or {}).get("bases"):  # tables/all trains the paper's methods
+        from selectit.paper.plan import DEFAULTS
+
+        names += list((config.get("paper") or {}).get("methods") or DEFAULTS["methods"])
+    return {methods.parse(n).kind for n in names}
+
+
+def training_runs(config: dict) -> list[tuple]:
+    """(base, dataset, method, proportion, seed) of every fine-tune: training's grid and the paper's runs."""
+    training = config.get("training") or {}
+    bases = list(training.get("bases") or {})
+    if not bases:
+        return []
+    seeds = training.get("seeds") or [0]
+    grid = {(b, d, *methods.canonical(m, p, config), s) for b in bases for d in config["datasets"]
+            for m in training.get("methods") or ["selectit"] for p in training.get("proportions") or [0.2]
+            for s in seeds}
+    from selectit.paper import plan
+
+    grid |= {tuple(r) for r in plan.all_runs(config)}  # tables/all, figures/all
+    return sorted(grid)
+
+
+def base_settings(config: dict, base: str) -> dict[str, Any]:
+    from selectit.training import resolve_settings
+
+    training = config.get("training") or {}
+    settings = {**(training.get("settings") or {}), **((training["bases"][base] or {}).get("settings") or {})}
+    settings.pop("deepspeed", None)  # a path checked where the job runs; it changes no token count
+    return resolve_settings(settings)
+
+
+def eval_items(benchmark: str, settings: dict) -> tuple[int, int, int]:
+    """(prompts, rows generated per prompt, new tokens per row) of one evaluation under its settings."""
+    from selectit.evaluation.cli import benchmark_module
+
+    s = {**getattr(benchmark_module(benchmark), "DEFAULTS", {}), **(settings or {})}
+    limit = s.get("limit")
+    full = limit in (None, "all")
+    if benchmark == "mmlu":
+        return (EVAL_FULL_ITEMS["mmlu"] if full else int(limit) * 57), 1, 0
+    if benchmark == "gsm":
+        return (200 if limit is None else EVAL_FULL_ITEMS["gsm"] if limit == "all" else int(limit)), 1, \
+            int(s["max_new_tokens"])
+    if benchmark == "bbh":
+        tasks = len(s.get("tasks") or []) or BBH_TASKS
+        return tasks * (40 if full else int(limit)), 1, int(s["max_new_tokens"])
+    if benchmark == "tydiqa":
+        langs = len(s.get("languages") or []) or TYDIQA_LANGUAGES
+        return langs * (100 if full else int(limit)), 1, int(s["max_new_tokens"])
+    if benchmark == "codex":
+        return (EVAL_FULL_ITEMS["codex"] if full else int(limit)), int(s["n_samples"]), int(s["max_new_tokens"])
+    if benchmark == "alpaca_eval":
+        return (EVAL_FULL_ITEMS["alpaca_eval"] if full else int(limit)), 1, int(s["max_new_tokens"])
+    raise InputError(f"no cost profile for benchmark {benchmark!r}")
+
+
+def padded_share_at(cost: dict, batch: int) -> float:
+    shares = {int(k): float(v) for k, v in (cost.get("padded_share") or {}).items()}
+    if batch not in shares:
+        raise InputError(f"config paper.cost.padded_share has no share for per-device batch {batch} "
+                         f"(known: {sorted(shares)}); measure it with benchmarks/training_packing.py")
+    return shares[batch]
+
+
+def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = None,
+         tokens_source: str = "measured") -> "Any":
+    """GPU-hours per stage and job kind of ``config`` (a DataFrame with ``COLUMNS``; totals per stage and overall;
+    ``attrs["assumptions"]`` holds every number it assumed)."""
+    import pandas as pd
+
+    from selectit.models import TENSOR_PARALLEL
+    from selectit.paper import plan as paper_plan
+
+    cost = _cost(config)
+    peak, mfu = float(cost["peak_tflops"]), cost["mfu"]
+    for key in ("datasets", "models"):
+        if not config.get(key):
+            raise InputError(f"the planned config has no {key!r}")
+    per_record = float(cost["tokens_per_record"])
+    if cost["tokens_per_row"]:
+        tokens_per_row, tokens_source = float(cost["tokens_per_row"]), "paper.cost.tokens_per_row"
+    if not tokens_per_row:
+        # a rating row is the record under a rating prompt (the released ones: 32-46 tokens), a training example
+        # the record under the template's system prompt (about as long): 210 against 206 on alpaca_en_demo
+        tokens_per_row, tokens_source = per_record, "paper.cost.tokens_per_record (no rating row measured)"
+    records = dataset_records(config, cost, root)
+    n_prompts = int(config.get("n_prompts", _default("n_prompts")))
+    rows: list[dict[str, Any]] = []
+
+    for dataset, n in records.items():
+        spec = config["datasets"][dataset]
+        for rater, rater_spec in config["models"].items():
+            theta = model_theta(rater, cost, root)
+            tokens = n * n_prompts * tokens_per_row
+            gpus = int((rater_spec or {}).get("gpus", 1))
+            from selectit.paper.tables import planned_gpu_factor, planned_parallel_mode
+
+            mode, mode_source = planned_parallel_mode(rater, gpus, root)
+            rows.append(_row(f"rate {dataset} with {rater}", "forward", n_prompts * int(spec.get("n_shards", 1)),
+                             tokens, 2 * theta * tokens, mfu["forward"], peak, stage_key="rating",
+                             gpu_factor=planned_gpu_factor(mode, gpus), **{"GPUs per job": gpus,
+                                                                          "Parallel": f"{mode} ({mode_source})"}))
+    kinds = used_kinds(config)
+    selection = config.get("selection") or {}
+    if "ifd" in kinds:
+        ifd = selection.get("ifd") or {}
+        model = ifd.get("model") or next(iter(config["models"]))
+        theta = model_theta(model, cost, root)
+        length = min(per_record, float(ifd.get("max_length") or _default("selection", "ifd", "max_length")))
+        for dataset, n in records.items():
+            tokens = n * 2 * length  # instruction + response, then the response alone
+            rows.append(_row(f"IFD of {dataset} with {model}", "forward", 1, tokens, 2 * theta * tokens,
+                             mfu["forward"], peak, stage_key="ifd"))
+    if "judge" in kinds:
+        judge = selection.get("judge") or {}
+        for dataset, n in records.items():
+            if judge.get("type", "hf") != "hf":
+                rows.append({**_row(f"judge {dataset} ({judge.get('model', 'API')})", "API, no GPU", 1, 0.0, 0.0,
+                                    mfu["forward"], peak, stage_key="judge")})
+                continue
+            model = Path(str(judge.get("model_dir") or next(iter(config["models"])))).name
+            theta = model_theta(model, cost, root, "judge")
+            prompt = n * (per_record + JUDGE_PROMPT_TOKENS)
+            new = n * JUDGE_NEW_TOKENS
+            rows.append(_row(f"judge {dataset} with {model} (forward)", "forward", 1, prompt, 2 * theta * prompt,
+                             mfu["forward"], peak, stage_key="judge"))
+            rows.append(_row(f"judge {dataset} with {model} (generation)", "generation", 0, new, 2 * theta * new,
+                             mfu["generation"], peak, stage_key="judge"))
+
+    runs = training_runs(config)
+    train_rows: dict[str, dict[str, Any]] = {}
+    eval_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    benchmarks = list((config.get("evaluation") or {}).get("benchmarks") or _default("evaluation", "benchmarks"))
+    eval_settings = (config.get("evaluation") or {}).get("settings") or {}
+    for base, dataset, method, proportion, seed in runs:
+        settings = base_settings(config, base)
+        spec = config["training"]["bases"][base] or {}
+        theta = model_theta(spec.get("rater", base), cost, root, "training base")
+        examples = records[dataset] * (1.0 if method == "full" else float(proportion))
+        if settings["max_steps"] > 0:
+            trained = settings["max_steps"] * settings["global_batch_size"] * per_record
+        else:
+            trained = examples * per_record * float(settings["epochs"])
+        share = padded_share_at(cost, settings["per_device_batch_size"])
+        packed_flops, padded_flops = 6 * theta * trained, 6 * theta * trained / (1.0 - share)
+        row = train_rows.setdefault(base, _row(f"fine-tune {base}", "training", 0, 0.0, 0.0, mfu["training"], peak,
+                                               0.0, stage_key="training"))
+        row["Jobs"] += 1
+        row["Tokens"] += trained
+        row["_packed"] = row.get("_packed", 0.0) + packed_flops
+        row["_padded"] = row.get("_padded", 0.0) + padded_flops
+        row["_packing"] = settings["packing"]
+        for benchmark in benchmarks:
+            prompts, samples, new = eval_items(benchmark, eval_settings.get(benchmark))
+            prompt_tokens = prompts * EVAL_PROMPT_TOKENS[benchmark]
+            new_tokens = prompts * samples * new
+            for kind, tokens in (("forward", prompt_tokens), ("generation", new_tokens)):
+                if not tokens:
+                    continue
+                r = eval_rows.setdefault((benchmark, kind), _row(f"evaluate {benchmark} ({kind})", kind, 0, 0.0, 0.0,
+                                                                 mfu[kind], peak, stage_key="evaluation"))
+                r["Jobs"] += 1 if kind == "forward" or benchmark != "mmlu" else 0
+                r["Tokens"] += tokens
+                r["FLOPs"] += 2 * theta * tokens
+    for row in train_rows.values():
+        row["_packed_flops"] = row.pop("_packed")
+        row["FLOPs"] = row["_packed_flops"] if row.pop("_packing") else row["_padded"]
+        padded = row.pop("_padded")
+        row["GPU-hours"] = row["FLOPs"] / (peak * 1e12 * mfu["training"]) / 3600.0
+        row["GPU-hours (padded)"] = padded / (peak * 1e12 * mfu["training"]) / 3600.0
+        row["GPU-hours (packed)"] = row.pop("_packed_flops") / (peak * 1e12 * mfu["training"]) / 3600.0
+        rows.append(row)
+    for (benchmark, kind), row in eval_rows.items():
+        if kind == "generation":
+            row["Jobs"] = 0  # the same jobs as the benchmark's forward row
+        row["GPU-hours"] = row["FLOPs"] / (peak * 1e12 * row["MFU"]) / 3600.0
+        rows.append(row)
+
+    frame = pd.DataFrame(rows)
+    for col in ("GPUs per job", "Parallel", "GPU-hours (packed)"):
+        if col not in frame:
+            frame[col] = math.nan
+    totals = []
+    for stage in ("rating", "ifd", "judge", "training", "evaluation"):
+        part = frame[frame["stage_key"] == stage] if len(frame) else frame
+        if not len(part):
+            continue
+        totals.append({"Stage": f"{STAGE_LABELS[stage]}, total", "Job kind": "", "Jobs": part["Jobs"].sum(),
+                       "Tokens": part["Tokens"].sum(), "FLOPs": part["FLOPs"].sum(), "MFU": math.nan,
+                       "GPU-hours": part["GPU-hours"].sum(),
+                       "GPU-hours (padded)": part["GPU-hours (padded)"].sum(min_count=1),
+                       "GPU-hours (packed)": part["GPU-hours (packed)"].sum(min_count=1), "stage_key": stage})
+    grand = {"Stage": "all stages, total", "Job kind": "", "Jobs": sum(t["Jobs"] for t in totals),
+             "Tokens": sum(t["Tokens"] for t in totals), "FLOPs": sum(t["FLOPs"] for t in totals), "MFU": math.nan,
+             "GPU-hours": sum(t["GPU-hours"] for t in totals), "GPU-hours (padded)": math.nan, "stage_key": "all"}
+    frame = pd.concat([frame, pd.DataFrame(totals + [grand])], ignore_index=True)
+    frame.attrs["assumptions"] = {
+        "peak_tflops": peak, "mfu": dict(mfu), "tokens_per_row": tokens_per_row, "tokens_source": tokens_source,
+        "tokens_per_record": per_record, "n_prompts": n_prompts, "records": records,
+        "padded_share": {int(k): float(v) for k, v in (cost.get("padded_share") or {}).items()},
+        "eval_prompt_tokens": EVAL_PROMPT_TOKENS, "tensor_parallel_efficiency": paper_plan.TENSOR_PARALLEL_EFFICIENCY,
+        "training_runs": len(runs), "benchmarks": benchmarks, "tensor_parallel": TENSOR_PARALLEL,
+    }
+    return frame
+
+
+STAGE_LABELS = {"rating": "rating", "ifd": "IFD", "judge": "judge", "training": "fine-tuning",
+                "evaluation": "evaluation"}
+
+
+def write_plan(frame: Any, csv_path: str | Path, md_path: str | Path, title: str) -> None:
+    """The plan as CSV (every column, the assumptions in none) and as a Markdown page (the table, then what it
+    assumed), both written atomically."""
+    from selectit.atomic import write_text_atomic
+
+    a = frame.attrs["assumptions"]
+    table = frame.drop(columns=["stage_key"])
+    write_text_atomic(csv_path, table.to_csv(index=False))
+    shown = table[["Stage", "Job kind", "Jobs", "Tokens", "FLOPs", "MFU", "GPU-hours", "GPU-hours (padded)"]].copy()
+    for col in ("Tokens", "FLOPs"):
+        shown[col] = shown[col].map(lambda v: f"{v:.3g}")
+    for col in ("GPU-hours", "GPU-hours (padded)"):
+        shown[col] = shown[col].map(lambda v: "" if v != v else f"{v:,.1f}" if v >= 1 else f"{v:.2g}")
+    shown["MFU"] = shown["MFU"].map(lambda v: "" if v != v else f"{v:.0%}")
+    shown["Jobs"] = shown["Jobs"].map(lambda v: f"{int(v):,}")
+    notes = [
+        f"{a['training_runs']} fine-tunes, each evaluated on {', '.join(a['benchmarks'])}; records "
+        + ", ".join(f"{k} {v:,}" for k, v in a["records"].items()) + ".",
+        f"Tokens: {a['tokens_per_row']:.0f} a rating row ({a['tokens_source']}), {a['tokens_per_record']:.0f} a "
+        f"training example, x {a['n_prompts']} prompts; benchmark prompts as measured on their public data "
+        "(selectit.cost.EVAL_PROMPT_TOKENS); generation at its budget, max_new_tokens a row (an upper bound).",
+        "FLOPs: 2 θ a token read or generated, 6 θ a trained token x epochs. GPU-hours = FLOPs / "
+        f"({a['peak_tflops']:g} TFLOP/s x MFU); MFU per job kind: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in a["mfu"].items()) + " (paper.cost.mfu, paper.cost.peak_tflops).",
+        "Fine-tuning: 'GPU-hours' with the configured collator (packed unless training.settings.packing is false), "
+        "'GPU-hours (padded)' with right-padded micro-batches, whose padded share at each per-device batch is "
+        + ", ".join(f"{k}: {v:.0%}" for k, v in sorted(a["padded_share"].items())) + " (paper.cost.padded_share).",
+    ]
+    write_text_atomic(md_path, f"# {title}\n\n" + shown.to_markdown(index=False) + "\n\n"
+                      + "\n".join(f"- {n}" for n in notes) + "\n")
