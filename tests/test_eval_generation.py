@@ -432,3 +432,21 @@ def test_alpacaeval_paper_settings_generate_as_selectit(tiny_model, data_dir, tm
     assert seen["prompts"] == [f"<|user|>\n{i}\n<|assistant|>\n" for i in instructions]
     assert seen["max_new_tokens"] == 256 and seen["stop"] == [] and seen["do_sample"] is False
     assert res["settings"]["stop"] == [] and res["settings"]["chat_format"] == "tulu"
+
+
+def test_batched_generation_pads_on_the_left_whatever_the_tokenizer_says(tiny_model):
+    """generate() owns its padding: with a tokenizer as load_prepared returns it (right padding), batched greedy
+    completions equal one-at-a-time ones (right padding would put the pad tokens before every short row's new
+    tokens and change them)."""
+    from selectit.models import load_prepared
+
+    model, tokenizer = load_prepared(tiny_model)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    prompts = ["Janet's ducks lay 16 eggs per day. She eats three for breakfast. How many are left?",
+               "What is 2 + 2?", "Name a colour.", "Write one sentence about the sea and the sky at night."]
+    batched = tg.generate(model, tokenizer, prompts, max_new_tokens=8, batch_size=4)
+    alone = [tg.generate(model, tokenizer, [p], max_new_tokens=8, batch_size=1)[0] for p in prompts]
+    assert batched == alone
+    assert tokenizer.padding_side == "right"  # the caller's tokenizer is left as it was

@@ -419,6 +419,8 @@ def test_train_then_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, t
     assert ref["resumed_from"] is None
     assert ref["global_step"] == 4 and ref["n_examples"] == 12 and ref["gradient_accumulation_steps"] == 2
     assert ref["n_response_tokens"] < ref["n_tokens"]
+    assert ref["packing"] is True and ref["batches"]["padded_share"] == 0.0  # packed micro-batches (the default)
+    assert ref["batches"]["tokens"] == ref["batches"]["positions"] > 0
     curve = ref["loss_curve"]
     assert curve["all_finite"] and curve["steps"] == [1, 2, 3, 4]
     assert curve["last"] < curve["first"]
@@ -458,6 +460,7 @@ def test_train_then_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, t
     assert resumed["resumed_from"] == str(checkpoint_dir(out) / "checkpoint-2")
     assert resumed["resumed_from_step"] == 2
     assert resumed["global_step"] == 4
+    assert resumed["batches"]["micro_batches"] == 2 * 2  # steps 3 and 4 only, packed
     assert resumed["loss_curve"]["loss"] == curve["loss"]  # history restored + identical later steps
     assert json.loads((out / RESULT_JSON).read_text())["resumed_from"] == resumed["resumed_from"]
 
@@ -504,6 +507,7 @@ def test_deepspeed_zero2_two_processes_on_cpu(tmp_path: Path, subset_file: Path,
     result = json.loads((out / RESULT_JSON).read_text())
     assert result["deepspeed"] == str(ZERO2)
     assert result["world_size"] == 2 and result["gradient_accumulation_steps"] == 2
+    assert result["packing"] is True and result["batches"]["padded_share"] == 0.0  # ZeRO-2 on packed micro-batches
     assert result["global_step"] == 4
     curve = result["loss_curve"]
     assert curve["all_finite"] and curve["last"] < curve["first"]

@@ -171,10 +171,15 @@ def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
 
 
 def _encode(tokenizer, prompts: Sequence[str]):
-    """Tokenise without duplicating a BOS the prompt text already carries (chat templates do)."""
+    """Tokenise without duplicating a BOS the prompt text already carries (chat templates do), padded on the left
+    whatever the tokenizer's own ``padding_side``: a decoder continues each row from its last position, so right
+    padding would put pad tokens between a short prompt and its continuation (silently wrong completions)."""
     bos = tokenizer.bos_token
     add_special = not (bos and all(p.startswith(bos) for p in prompts))
-    return tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=add_special)
+    if tokenizer.pad_token_id is None:
+        raise InputError("batched generation needs a tokenizer with a pad token (load_model sets the EOS as one)")
+    return tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
+                     add_special_tokens=add_special)
 
 
 def _stop_criteria(tokenizer, stops: Sequence[str], prompt_len: int):
@@ -201,7 +206,8 @@ def _stop_criteria(tokenizer, stops: Sequence[str], prompt_len: int):
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, n_samples: int = 1,
              stop: Sequence[str] = (), seed: int = 0) -> list[list[str]]:
-    """Generate ``n_samples`` continuations per prompt, batched with left padding.
+    """Generate ``n_samples`` continuations per prompt, batched with left padding (set here, not trusted to the
+    caller's tokenizer).
 
     Rows (prompt, sample) are sorted by prompt length and cut into batches of ``batch_size`` rows;
     each batch is seeded with ``seed + batch index`` so a rerun with the same settings reproduces the
