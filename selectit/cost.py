@@ -48,6 +48,8 @@ BBH_TASKS, TYDIQA_LANGUAGES = 27, 9
 JUDGE_PROMPT_TOKENS = 150.0  # the AlpaGasus rating prompt around a record (selectit.judge), about
 JUDGE_NEW_TOKENS = 8  # "Score: 4.5" and a little
 
+STAGE_LABELS = {"rating": "rating", "ifd": "IFD", "judge": "judge", "training": "fine-tuning",
+                "evaluation": "evaluation"}
 COLUMNS = ["Stage", "Job kind", "Jobs", "Tokens", "FLOPs", "MFU", "GPU-hours", "GPU-hours (padded)",
            "GPU-hours (packed)"]
 
@@ -94,15 +96,6 @@ def model_theta(name: str, cost: dict, root: str | Path = ".", what: str = "rate
         raise InputError(f"config paper.cost.thetas has no parameter count for {what} {name!r} and {info} does "
                          "not exist")
     return float(json.loads(info.read_text())["theta"])
-
-
-def _row(stage: str, kind: str, jobs: int, tokens: float, flops: float, mfu: float, peak: float,
-         padded_flops: float | None = None, **extra: Any) -> dict[str, Any]:
-    hours = flops / (peak * 1e12 * mfu) / 3600.0
-    return {"Stage": stage, "Job kind": kind, "Jobs": jobs, "Tokens": tokens, "FLOPs": flops, "MFU": mfu,
-            "GPU-hours": hours * extra.pop("gpu_factor", 1.0),
-            "GPU-hours (padded)": (padded_flops / (peak * 1e12 * mfu) / 3600.0) if padded_flops is not None
-            else math.nan, **extra}
 
 
 def used_kinds(config: dict) -> set[str]:
@@ -174,17 +167,52 @@ def padded_share_at(cost: dict, batch: int) -> float:
     return shares[batch]
 
 
+def planned_parallel_mode(rater: str, gpus: int, root: str | Path = ".") -> tuple[str, str]:
+    """(mode, where it comes from) of a planned rater on ``gpus`` GPUs: ``selectit.models.parallel_mode`` of its
+    prepared folder (results/models/{rater}/) where this run has one; else, for several GPUs, tensor parallel as
+    assumed (the config's raters are Llama-family, which transformers has a plan for; the job checks when it
+    loads the model and falls back to the layer split, saying so)."""
+    from selectit.models import ONE_DEVICE, TENSOR_PARALLEL, parallel_mode
+
+    folder = Path(root) / "results/models" / rater
+    if gpus <= 1:
+        return ONE_DEVICE, "1 GPU"
+    if (folder / "config.json").is_file():
+        return parallel_mode(folder, gpus)[0], f"{gpus} GPUs, checked on the prepared model"
+    return TENSOR_PARALLEL, f"{gpus} GPUs, assumed: not prepared here"
+
+
+def planned_gpu_factor(mode: str, gpus: int) -> float:
+    """GPU-hours per (FLOPs / one GPU's sustained throughput) of a rater run in ``mode`` on ``gpus`` GPUs: 1 on one
+    GPU; 1 / TENSOR_PARALLEL_EFFICIENCY in tensor parallel (all compute at once, each on 1/gpus of the work);
+    gpus for a layer split (all held, one computing at a time)."""
+    from selectit.models import LAYER_SPLIT, TENSOR_PARALLEL
+    from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY
+
+    if mode == TENSOR_PARALLEL:
+        return 1.0 / TENSOR_PARALLEL_EFFICIENCY
+    return float(gpus) if mode == LAYER_SPLIT else 1.0
+
+
 def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = None,
-         tokens_source: str = "measured") -> "Any":
-    """GPU-hours per stage and job kind of ``config`` (a DataFrame with ``COLUMNS``; totals per stage and overall;
-    ``attrs["assumptions"]`` holds every number it assumed)."""
+         tokens_source: str = "measured") -> Any:
+    """GPU-hours per stage and job kind of ``config`` (a DataFrame with ``COLUMNS``, a ``stage_key`` column, and
+    totals per stage and overall; ``attrs["assumptions"]`` holds every number it assumed)."""
     import pandas as pd
 
-    from selectit.models import TENSOR_PARALLEL
-    from selectit.paper import plan as paper_plan
+    from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY
 
     cost = _cost(config)
     peak, mfu = float(cost["peak_tflops"]), cost["mfu"]
+
+    def hours(flops: float, kind: str) -> float:
+        return flops / (peak * 1e12 * mfu[kind]) / 3600.0
+
+    def row(stage_key: str, stage: str, kind: str, jobs: int, tokens: float, flops: float, **extra: Any) -> None:
+        rows.append({"Stage": stage, "Job kind": kind, "Jobs": jobs, "Tokens": tokens, "FLOPs": flops,
+                     "MFU": mfu.get(kind, math.nan), "GPU-hours": hours(flops, kind) if flops else 0.0,
+                     "stage_key": stage_key, **extra})
+
     for key in ("datasets", "models"):
         if not config.get(key):
             raise InputError(f"the planned config has no {key!r}")
@@ -199,125 +227,99 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
     n_prompts = int(config.get("n_prompts", _default("n_prompts")))
     rows: list[dict[str, Any]] = []
 
-    for dataset, n in records.items():
-        spec = config["datasets"][dataset]
+    for dataset, n in records.items():  # rating: every dataset, every rater, every prompt
+        shards = int(config["datasets"][dataset].get("n_shards", 1))
         for rater, rater_spec in config["models"].items():
-            theta = model_theta(rater, cost, root)
-            tokens = n * n_prompts * tokens_per_row
             gpus = int((rater_spec or {}).get("gpus", 1))
-            from selectit.paper.tables import planned_gpu_factor, planned_parallel_mode
-
             mode, mode_source = planned_parallel_mode(rater, gpus, root)
-            rows.append(_row(f"rate {dataset} with {rater}", "forward", n_prompts * int(spec.get("n_shards", 1)),
-                             tokens, 2 * theta * tokens, mfu["forward"], peak, stage_key="rating",
-                             gpu_factor=planned_gpu_factor(mode, gpus), **{"GPUs per job": gpus,
-                                                                          "Parallel": f"{mode} ({mode_source})"}))
+            tokens = n * n_prompts * tokens_per_row
+            flops = 2 * model_theta(rater, cost, root) * tokens
+            row("rating", f"rate {dataset} with {rater}", "forward", n_prompts * shards, tokens, flops,
+                **{"GPUs per job": gpus, "Parallel": f"{mode} ({mode_source})"})
+            rows[-1]["GPU-hours"] *= planned_gpu_factor(mode, gpus)
     kinds = used_kinds(config)
     selection = config.get("selection") or {}
-    if "ifd" in kinds:
+    if "ifd" in kinds:  # two forward passes a record: instruction + response, then the response alone
         ifd = selection.get("ifd") or {}
         model = ifd.get("model") or next(iter(config["models"]))
-        theta = model_theta(model, cost, root)
         length = min(per_record, float(ifd.get("max_length") or _default("selection", "ifd", "max_length")))
         for dataset, n in records.items():
-            tokens = n * 2 * length  # instruction + response, then the response alone
-            rows.append(_row(f"IFD of {dataset} with {model}", "forward", 1, tokens, 2 * theta * tokens,
-                             mfu["forward"], peak, stage_key="ifd"))
+            row("ifd", f"IFD of {dataset} with {model}", "forward", 1, n * 2 * length,
+                2 * model_theta(model, cost, root) * n * 2 * length)
     if "judge" in kinds:
         judge = selection.get("judge") or {}
         for dataset, n in records.items():
             if judge.get("type", "hf") != "hf":
-                rows.append({**_row(f"judge {dataset} ({judge.get('model', 'API')})", "API, no GPU", 1, 0.0, 0.0,
-                                    mfu["forward"], peak, stage_key="judge")})
+                row("judge", f"judge {dataset} ({judge.get('model', 'API')})", "API, no GPU", 1, 0.0, 0.0)
                 continue
             model = Path(str(judge.get("model_dir") or next(iter(config["models"])))).name
             theta = model_theta(model, cost, root, "judge")
-            prompt = n * (per_record + JUDGE_PROMPT_TOKENS)
-            new = n * JUDGE_NEW_TOKENS
-            rows.append(_row(f"judge {dataset} with {model} (forward)", "forward", 1, prompt, 2 * theta * prompt,
-                             mfu["forward"], peak, stage_key="judge"))
-            rows.append(_row(f"judge {dataset} with {model} (generation)", "generation", 0, new, 2 * theta * new,
-                             mfu["generation"], peak, stage_key="judge"))
+            prompt, new = n * (per_record + JUDGE_PROMPT_TOKENS), n * JUDGE_NEW_TOKENS
+            row("judge", f"judge {dataset} with {model} (forward)", "forward", 1, prompt, 2 * theta * prompt)
+            row("judge", f"judge {dataset} with {model} (generation)", "generation", 0, new, 2 * theta * new)
 
+    # fine-tuning and evaluation: every run, summed per base and per (benchmark, job kind)
     runs = training_runs(config)
-    train_rows: dict[str, dict[str, Any]] = {}
-    eval_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    train: dict[str, dict[str, float]] = {}
+    evals: dict[tuple[str, str], dict[str, float]] = {}
     benchmarks = list((config.get("evaluation") or {}).get("benchmarks") or _default("evaluation", "benchmarks"))
     eval_settings = (config.get("evaluation") or {}).get("settings") or {}
-    for base, dataset, method, proportion, seed in runs:
+    for base, dataset, method, proportion, _seed in runs:
         settings = base_settings(config, base)
-        spec = config["training"]["bases"][base] or {}
-        theta = model_theta(spec.get("rater", base), cost, root, "training base")
-        examples = records[dataset] * (1.0 if method == "full" else float(proportion))
+        theta = model_theta((config["training"]["bases"][base] or {}).get("rater", base), cost, root,
+                            "training base")
         if settings["max_steps"] > 0:
             trained = settings["max_steps"] * settings["global_batch_size"] * per_record
         else:
+            examples = records[dataset] * (1.0 if method == "full" else float(proportion))
             trained = examples * per_record * float(settings["epochs"])
         share = padded_share_at(cost, settings["per_device_batch_size"])
-        packed_flops, padded_flops = 6 * theta * trained, 6 * theta * trained / (1.0 - share)
-        row = train_rows.setdefault(base, _row(f"fine-tune {base}", "training", 0, 0.0, 0.0, mfu["training"], peak,
-                                               0.0, stage_key="training"))
-        row["Jobs"] += 1
-        row["Tokens"] += trained
-        row["_packed"] = row.get("_packed", 0.0) + packed_flops
-        row["_padded"] = row.get("_padded", 0.0) + padded_flops
-        row["_packing"] = settings["packing"]
+        t = train.setdefault(base, {"jobs": 0, "tokens": 0.0, "packed": 0.0, "padded": 0.0, "configured": 0.0})
+        t["jobs"] += 1
+        t["tokens"] += trained
+        t["packed"] += 6 * theta * trained
+        t["padded"] += 6 * theta * trained / (1.0 - share)
+        t["configured"] += 6 * theta * trained / (1.0 if settings["packing"] else 1.0 - share)
         for benchmark in benchmarks:
             prompts, samples, new = eval_items(benchmark, eval_settings.get(benchmark))
-            prompt_tokens = prompts * EVAL_PROMPT_TOKENS[benchmark]
-            new_tokens = prompts * samples * new
-            for kind, tokens in (("forward", prompt_tokens), ("generation", new_tokens)):
-                if not tokens:
-                    continue
-                r = eval_rows.setdefault((benchmark, kind), _row(f"evaluate {benchmark} ({kind})", kind, 0, 0.0, 0.0,
-                                                                 mfu[kind], peak, stage_key="evaluation"))
-                r["Jobs"] += 1 if kind == "forward" or benchmark != "mmlu" else 0
-                r["Tokens"] += tokens
-                r["FLOPs"] += 2 * theta * tokens
-    for row in train_rows.values():
-        row["_packed_flops"] = row.pop("_packed")
-        row["FLOPs"] = row["_packed_flops"] if row.pop("_packing") else row["_padded"]
-        padded = row.pop("_padded")
-        row["GPU-hours"] = row["FLOPs"] / (peak * 1e12 * mfu["training"]) / 3600.0
-        row["GPU-hours (padded)"] = padded / (peak * 1e12 * mfu["training"]) / 3600.0
-        row["GPU-hours (packed)"] = row.pop("_packed_flops") / (peak * 1e12 * mfu["training"]) / 3600.0
-        rows.append(row)
-    for (benchmark, kind), row in eval_rows.items():
-        if kind == "generation":
-            row["Jobs"] = 0  # the same jobs as the benchmark's forward row
-        row["GPU-hours"] = row["FLOPs"] / (peak * 1e12 * row["MFU"]) / 3600.0
-        rows.append(row)
+            for kind, tokens in (("forward", prompts * EVAL_PROMPT_TOKENS[benchmark]),
+                                 ("generation", prompts * samples * new)):
+                if tokens:
+                    e = evals.setdefault((benchmark, kind), {"jobs": 0, "tokens": 0.0, "flops": 0.0})
+                    e["jobs"] += kind == "forward"  # a job reads its prompts, and generates where it does
+                    e["tokens"] += tokens
+                    e["flops"] += 2 * theta * tokens
+    for base, t in sorted(train.items()):
+        row("training", f"fine-tune {base}", "training", t["jobs"], t["tokens"], t["configured"],
+            **{"GPU-hours (padded)": hours(t["padded"], "training"),
+               "GPU-hours (packed)": hours(t["packed"], "training")})
+    for (benchmark, kind), e in evals.items():
+        row("evaluation", f"evaluate {benchmark} ({kind})", kind, e["jobs"], e["tokens"], e["flops"])
 
     frame = pd.DataFrame(rows)
-    for col in ("GPUs per job", "Parallel", "GPU-hours (packed)"):
+    for col in COLUMNS + ["GPUs per job", "Parallel"]:
         if col not in frame:
             frame[col] = math.nan
+    summed = ["Jobs", "Tokens", "FLOPs", "GPU-hours", "GPU-hours (padded)", "GPU-hours (packed)"]
     totals = []
-    for stage in ("rating", "ifd", "judge", "training", "evaluation"):
-        part = frame[frame["stage_key"] == stage] if len(frame) else frame
-        if not len(part):
-            continue
-        totals.append({"Stage": f"{STAGE_LABELS[stage]}, total", "Job kind": "", "Jobs": part["Jobs"].sum(),
-                       "Tokens": part["Tokens"].sum(), "FLOPs": part["FLOPs"].sum(), "MFU": math.nan,
-                       "GPU-hours": part["GPU-hours"].sum(),
-                       "GPU-hours (padded)": part["GPU-hours (padded)"].sum(min_count=1),
-                       "GPU-hours (packed)": part["GPU-hours (packed)"].sum(min_count=1), "stage_key": stage})
-    grand = {"Stage": "all stages, total", "Job kind": "", "Jobs": sum(t["Jobs"] for t in totals),
-             "Tokens": sum(t["Tokens"] for t in totals), "FLOPs": sum(t["FLOPs"] for t in totals), "MFU": math.nan,
-             "GPU-hours": sum(t["GPU-hours"] for t in totals), "GPU-hours (padded)": math.nan, "stage_key": "all"}
-    frame = pd.concat([frame, pd.DataFrame(totals + [grand])], ignore_index=True)
+    for stage, label in STAGE_LABELS.items():
+        part = frame[frame["stage_key"] == stage]
+        if len(part):
+            totals.append({"Stage": f"{label}, total", "Job kind": "", "stage_key": stage,
+                           **{c: part[c].sum(min_count=1) for c in summed}})
+    totals.append({"Stage": "all stages, total", "Job kind": "", "stage_key": "all",
+                   **{c: sum(t[c] for t in totals) for c in ("Jobs", "Tokens", "FLOPs", "GPU-hours")}})
+    frame = pd.concat([frame, pd.DataFrame(totals)], ignore_index=True)
     frame.attrs["assumptions"] = {
         "peak_tflops": peak, "mfu": dict(mfu), "tokens_per_row": tokens_per_row, "tokens_source": tokens_source,
         "tokens_per_record": per_record, "n_prompts": n_prompts, "records": records,
         "padded_share": {int(k): float(v) for k, v in (cost.get("padded_share") or {}).items()},
-        "eval_prompt_tokens": EVAL_PROMPT_TOKENS, "tensor_parallel_efficiency": paper_plan.TENSOR_PARALLEL_EFFICIENCY,
-        "training_runs": len(runs), "benchmarks": benchmarks, "tensor_parallel": TENSOR_PARALLEL,
+        "eval_prompt_tokens": EVAL_PROMPT_TOKENS, "tensor_parallel_efficiency": TENSOR_PARALLEL_EFFICIENCY,
+        "training_runs": len(runs), "benchmarks": benchmarks,
     }
     return frame
 
 
-STAGE_LABELS = {"rating": "rating", "ifd": "IFD", "judge": "judge", "training": "fine-tuning",
-                "evaluation": "evaluation"}
 
 
 def write_plan(frame: Any, csv_path: str | Path, md_path: str | Path, title: str) -> None:

@@ -417,6 +417,46 @@ def padded_share(lengths: Sequence[int], batch_size: int) -> float:
     return 1.0 - tokens / positions if positions else 0.0
 
 
+#: The attention of packed rows where flash-attn is not there (CPU): ``packed_sdpa_attention``.
+PACKED_SDPA = "selectit_packed_sdpa"
+
+
+def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                          position_ids: Any = None, sliding_window: int | None = None, **kwargs: Any):
+    """Attention over a packed row, one example at a time: the row is cut where its position ids restart at 0 and
+    transformers' own SDPA attention runs on each example with a plain causal mask (a banded one where a
+    sliding-window layer's window is shorter than the example). The same numbers as one SDPA over the row with
+    the block-diagonal mask, without computing the (sum of lengths)^2 scores that mask throws away: the cost is
+    that of the examples alone, as flash-attention's variable-length kernels have it on a GPU."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if position_ids is None or query.shape[0] != 1:
+        raise ValueError("packed attention needs one packed row and its position ids (PackedCollator)")
+    positions = position_ids.reshape(-1)
+    bounds = torch.nonzero(positions == 0).flatten().tolist() + [query.shape[2]]
+    if bounds[0] != 0:
+        raise ValueError("a packed row must start at position 0")
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        mask, n = None, end - start
+        if sliding_window is not None and n > sliding_window:
+            i = torch.arange(n, device=query.device)
+            mask = ((i[None, :] <= i[:, None]) & (i[None, :] > i[:, None] - sliding_window))[None, None]
+        out, _ = sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end],
+                                        value[:, :, start:end], mask, **kwargs)
+        outputs.append(out)  # (1, n, heads, head_dim)
+    return torch.cat(outputs, dim=1), None
+
+
+def _register_packed_sdpa() -> str:
+    """Register ``packed_sdpa_attention`` with transformers (no mask function: the model builds no mask for it)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    return PACKED_SDPA
+
+
 def flash_attention_available() -> bool:
     """A CUDA GPU and the ``flash_attn`` package: packed batches then run flash-attention's varlen kernels."""
     import importlib.util
@@ -428,11 +468,12 @@ def flash_attention_available() -> bool:
 
 def make_collator(settings: dict[str, Any], pad_token_id: int) -> tuple[Any, str]:
     """(collator, attention implementation) of resolved ``settings``: packed with flash-attention 2 where it
-    runs, packed with SDPA's block-diagonal mask elsewhere, or right-padded with SDPA (``packing: false``)."""
+    runs, packed with SDPA one example at a time elsewhere (``packed_sdpa_attention``), or right-padded with
+    SDPA (``packing: false``)."""
     if not settings["packing"]:
         return SFTCollator(pad_token_id), "sdpa"
     flash = flash_attention_available()
-    return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else "sdpa"
+    return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else _register_packed_sdpa()
 
 
 # -------------------------------------------------------------------------------------- checkpoints

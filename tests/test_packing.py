@@ -13,11 +13,13 @@ import pytest
 
 from selectit.training import (
     DEFAULT_TEMPLATE,
+    PACKED_SDPA,
     IGNORE_INDEX,
     RESULT_JSON,
     BatchCounter,
     PackedCollator,
     SFTCollator,
+    _register_packed_sdpa,
     make_collator,
     padded_share,
     resolve_settings,
@@ -51,7 +53,7 @@ def examples(tokenizer):
     return data.examples
 
 
-def _tiny(arch: str, vocab_size: int):
+def _tiny(arch: str, vocab_size: int, attention: str = "sdpa"):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
@@ -65,6 +67,7 @@ def _tiny(arch: str, vocab_size: int):
                                                    layer_types=["sliding_attention", "full_attention"]))
     model.config._attn_implementation = "sdpa"
     model.config.use_cache = False  # as selectit.training.train sets it
+    model.attention_for_packed = attention  # what _compare runs the packed batch with
     return model.train()
 
 
@@ -80,7 +83,12 @@ def _compare(model, examples, pad_id: int) -> dict[str, float]:
     import torch
 
     padded_logits, padded_loss, padded_grads = _forward_backward(model, SFTCollator(pad_id)(examples))
-    packed_logits, packed_loss, packed_grads = _forward_backward(model, PackedCollator()(examples))
+    model.set_attn_implementation(model.attention_for_packed)
+    assert model.config._attn_implementation == model.attention_for_packed
+    try:
+        packed_logits, packed_loss, packed_grads = _forward_backward(model, PackedCollator()(examples))
+    finally:
+        model.set_attn_implementation("sdpa")
     assert packed_logits.shape[0] == 1
     logit_diff, offset = 0.0, 0
     for row, example in enumerate(examples):
@@ -94,11 +102,15 @@ def _compare(model, examples, pad_id: int) -> dict[str, float]:
             "grads": (grad_diff / grad_norm).item()}
 
 
+ATTENTIONS = ["sdpa", _register_packed_sdpa()]  # the block-diagonal mask; one example at a time (the CPU default)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("arch", ["llama", "gemma"])
-def test_packed_equals_padded_on_real_records(arch, tokenizer, examples) -> None:
-    model = _tiny(arch, len(tokenizer))
+def test_packed_equals_padded_on_real_records(arch, attention, tokenizer, examples) -> None:
+    model = _tiny(arch, len(tokenizer), attention)
     diff = _compare(model, examples, tokenizer.pad_token_id)
-    print(f"{arch}: relative differences {diff}")
+    print(f"{arch}, {attention}: relative differences {diff}")
     assert diff["logits"] <= TOL and diff["loss"] <= TOL and diff["grads"] <= TOL, diff
 
 
@@ -116,6 +128,25 @@ def test_the_comparison_catches_attention_across_examples(arch, tokenizer, examp
     # a KV cache also hides packed sequences from the mask: why train() switches use_cache off
     model.config.use_cache = True
     assert _compare(model, examples, tokenizer.pad_token_id)["logits"] > 1e-2
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_the_comparison_catches_an_uncut_packed_row(arch, tokenizer, examples, monkeypatch) -> None:
+    """Per-example attention cuts the row where the position ids restart; with them running on (one example
+    as far as it can tell) the comparison fails."""
+    model = _tiny(arch, len(tokenizer), PACKED_SDPA)
+    original = PackedCollator.__call__
+
+    def running_positions(self, features):
+        import torch
+
+        batch = original(self, features)
+        batch["position_ids"] = torch.arange(batch["input_ids"].shape[1])[None]
+        return batch
+
+    monkeypatch.setattr(PackedCollator, "__call__", running_positions)
+    leaky = _compare(model, examples, tokenizer.pad_token_id)
+    assert leaky["logits"] > 1e-2 and leaky["grads"] > 1e-2, leaky
 
 
 def test_packed_batch_layout(examples) -> None:
@@ -149,7 +180,8 @@ def test_batch_counter_and_padded_share(examples) -> None:
 
 def test_packing_setting() -> None:
     assert resolve_settings({})["packing"] is True
-    assert isinstance(make_collator(resolve_settings({}), 0)[0], PackedCollator)
+    collator, attention = make_collator(resolve_settings({}), 0)
+    assert isinstance(collator, PackedCollator) and attention == PACKED_SDPA  # no flash-attn here
     collator, attention = make_collator(resolve_settings({"packing": False}), 0)
     assert isinstance(collator, SFTCollator) and attention == "sdpa"
     from selectit.errors import InputError
@@ -179,3 +211,6 @@ def test_packed_and_padded_fine_tunes_log_the_same_losses(tmp_path: Path, tiny_m
     for a, b in zip(packed["loss_curve"]["loss"], padded["loss_curve"]["loss"]):
         assert a == pytest.approx(b, rel=1e-4)
     assert packed["run_fingerprint"] != padded["run_fingerprint"]  # a change of the setting is another run
+    assert packed["batches"]["attention"] == PACKED_SDPA and padded["batches"]["attention"] == "sdpa"
+    # the saved model loads anywhere: its config names no attention of this package
+    assert PACKED_SDPA not in (tmp_path / "packing_True" / "config.json").read_text()

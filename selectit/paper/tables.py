@@ -393,32 +393,6 @@ def planned_cost(planned_config_path: str | Path, tokens_per_row: float | None,
     return frame
 
 
-def planned_parallel_mode(rater: str, gpus: int, root: str | Path = ".") -> tuple[str, str]:
-    """(mode, where it comes from) of a planned rater on ``gpus`` GPUs: ``selectit.models.parallel_mode`` of its
-    prepared folder (results/models/{rater}/) where this run has one; else, for several GPUs, tensor parallel as
-    assumed (the config's raters are Llama-family, which transformers has a plan for; the job checks when it
-    loads the model and falls back to the layer split, saying so)."""
-    from selectit.models import ONE_DEVICE, TENSOR_PARALLEL, parallel_mode
-
-    folder = Path(root) / "results/models" / rater
-    if gpus <= 1:
-        return ONE_DEVICE, "1 GPU"
-    if (folder / "config.json").is_file():
-        return parallel_mode(folder, gpus)[0], f"{gpus} GPUs, checked on the prepared model"
-    return TENSOR_PARALLEL, f"{gpus} GPUs, assumed: not prepared here"
-
-
-def planned_gpu_factor(mode: str, gpus: int) -> float:
-    """GPU-hours per (FLOPs / one GPU's sustained throughput) of a rater run in ``mode`` on ``gpus`` GPUs: 1 on one
-    GPU; 1 / plan.TENSOR_PARALLEL_EFFICIENCY in tensor parallel (all compute at once, each on 1/gpus of the work);
-    gpus for a layer split (all held, one computing at a time)."""
-    from selectit.models import LAYER_SPLIT, TENSOR_PARALLEL
-
-    if mode == TENSOR_PARALLEL:
-        return 1.0 / plan.TENSOR_PARALLEL_EFFICIENCY
-    return float(gpus) if mode == LAYER_SPLIT else 1.0
-
-
 def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
     frame = pd.concat([measured, planned], ignore_index=True).set_index(["Stage", "Source"])
     for col in ("Jobs", "Files found", "GPUs per job"):
