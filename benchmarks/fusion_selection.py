@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere, without installi
     sys.path.insert(0, str(REPO))
 
 from selectit.fusion import level_file, sentence_file, token_file  # noqa: E402
-from selectit.rating import write_parquet_atomic  # noqa: E402
+from selectit.atomic import write_parquet_atomic  # noqa: E402
 from selectit.selection import make_subset_from_files, parse_method, select_ids, write_subset  # noqa: E402
 
 THETAS = {"llama2_7b": 6.74e9, "llama2_13b": 13.0e9, "llama2_70b": 69.0e9}

@@ -31,7 +31,7 @@ PROMPTS = REPO / "../shared/data/selectit/rating_prompt.txt"
 TRIAL = r"""
 import json, os, random, sys, time
 sys.path.insert(0, {repo!r})
-from selectit.rating import prepare_cpu_threads
+from selectit.host import prepare_cpu_threads
 cpu = prepare_cpu_threads({threads})
 import torch
 from selectit.data import normalise

@@ -655,7 +655,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from selectit.rating import prepare_cpu_threads
+    from selectit.host import prepare_cpu_threads
 
     # as a rating job does: the cores this process may use, idle OpenMP threads sleeping (before torch loads)
     cpu_setup = prepare_cpu_threads(args.threads)

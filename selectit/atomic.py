@@ -65,3 +65,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any, indent: int = 2, allow_nan: bool = True) -> None:
     """JSON (UTF-8, not ASCII-escaped) with a final newline."""
     write_text_atomic(path, json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=allow_nan) + "\n")
+
+
+def write_parquet_atomic(table: Any, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write under a temporary name and rename, so the file is either complete or absent."""
+    import pyarrow.parquet as pq
+
+    if metadata:
+        table = table.replace_schema_metadata({"selectit": json.dumps(metadata, sort_keys=True)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)

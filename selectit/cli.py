@@ -50,7 +50,8 @@ def cmd_rate(args: argparse.Namespace) -> None:
     from selectit.data import load_dataset_table
     from selectit.models import load_prepared, parse_dtype, read_model_info
     from selectit.prompts import load_prompts, select_prompts
-    from selectit.rating import rate_shard, write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
+    from selectit.rating import rate_shard
 
     torch.set_num_threads(args.threads)
     if args.data.endswith(".parquet"):
@@ -82,7 +83,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
     from selectit.fusion import fuse, merge_model_ratings, resolve_weights
     from selectit.models import read_model_info
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     samples = pq.read_table(args.samples).to_pandas().sort_values("index").reset_index(drop=True)
     logits, thetas = {}, {}

@@ -26,12 +26,20 @@ proportions x seeds) and of the paper's tables and figures (``selectit.paper.pla
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 from selectit import methods
+from selectit.atomic import write_text_atomic
+from selectit.data import read_records
 from selectit.errors import InputError
+from selectit.evaluation.cli import benchmark_module
+from selectit.models import LAYER_SPLIT, ONE_DEVICE, TENSOR_PARALLEL, parallel_mode, rater_gpus
+from selectit.paper.plan import DEFAULTS as PAPER_DEFAULTS
+from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY, all_runs
+from selectit.training import resolve_settings
 
 #: paper.cost defaults for the plan (selectit.paper.plan.DEFAULTS["cost"] holds them with the other paper keys).
 PEAK_TFLOPS = 312.0  # an A100's dense bf16 peak
@@ -55,9 +63,7 @@ COLUMNS = ["Stage", "Job kind", "Jobs", "Tokens", "FLOPs", "MFU", "GPU-hours", "
 
 
 def _cost(config: dict) -> dict[str, Any]:
-    from selectit.paper.plan import DEFAULTS
-
-    cost = {**DEFAULTS["cost"], **((config.get("paper") or {}).get("cost") or {})}
+    cost = {**PAPER_DEFAULTS["cost"], **((config.get("paper") or {}).get("cost") or {})}
     cost["mfu"] = {**MFU, **(cost.get("mfu") or {})}
     unknown = sorted(set(cost["mfu"]) - set(MFU))
     if unknown:
@@ -71,8 +77,6 @@ def _default(*keys: str):
 
 def dataset_records(config: dict, cost: dict, root: str | Path = ".") -> dict[str, int]:
     """Records of every dataset: paper.cost.records, else the local file counted."""
-    from selectit.data import read_records
-
     out = {}
     for name, spec in config["datasets"].items():
         if name in cost["records"]:
@@ -87,8 +91,6 @@ def dataset_records(config: dict, cost: dict, root: str | Path = ".") -> dict[st
 
 def model_theta(name: str, cost: dict, root: str | Path = ".", what: str = "rater") -> float:
     """Parameters of a rater or base: paper.cost.thetas, else its prepared results/models/{name}/model.json."""
-    import json
-
     if name in cost["thetas"]:
         return float(cost["thetas"][name])
     info = Path(root) / "results/models" / name / "model.json"
@@ -103,9 +105,7 @@ def used_kinds(config: dict) -> set[str]:
     names = list((config.get("selection") or {}).get("methods") or _default("selection", "methods"))
     names += list((config.get("training") or {}).get("methods") or [])
     if (config.get("training") or {}).get("bases"):  # tables/all trains the paper's methods
-        from selectit.paper.plan import DEFAULTS
-
-        names += list((config.get("paper") or {}).get("methods") or DEFAULTS["methods"])
+            names += list((config.get("paper") or {}).get("methods") or PAPER_DEFAULTS["methods"])
     return {methods.parse(n).kind for n in names}
 
 
@@ -119,15 +119,11 @@ def training_runs(config: dict) -> list[tuple]:
     grid = {(b, d, *methods.canonical(m, p, config), s) for b in bases for d in config["datasets"]
             for m in training.get("methods") or ["selectit"] for p in training.get("proportions") or [0.2]
             for s in seeds}
-    from selectit.paper import plan
-
-    grid |= {tuple(r) for r in plan.all_runs(config)}  # tables/all, figures/all
+    grid |= {tuple(r) for r in all_runs(config)}  # tables/all, figures/all
     return sorted(grid)
 
 
 def base_settings(config: dict, base: str) -> dict[str, Any]:
-    from selectit.training import resolve_settings
-
     training = config.get("training") or {}
     settings = {**(training.get("settings") or {}), **((training["bases"][base] or {}).get("settings") or {})}
     settings.pop("deepspeed", None)  # a path checked where the job runs; it changes no token count
@@ -136,8 +132,6 @@ def base_settings(config: dict, base: str) -> dict[str, Any]:
 
 def eval_items(benchmark: str, settings: dict) -> tuple[int, int, int]:
     """(prompts, rows generated per prompt, new tokens per row) of one evaluation under its settings."""
-    from selectit.evaluation.cli import benchmark_module
-
     s = {**getattr(benchmark_module(benchmark), "DEFAULTS", {}), **(settings or {})}
     limit = s.get("limit")
     full = limit in (None, "all")
@@ -172,8 +166,6 @@ def planned_parallel_mode(rater: str, gpus: int, root: str | Path = ".") -> tupl
     prepared folder (results/models/{rater}/) where this run has one; else, for several GPUs, tensor parallel as
     assumed (the config's raters are Llama-family, which transformers has a plan for; the job checks when it
     loads the model and falls back to the layer split, saying so)."""
-    from selectit.models import ONE_DEVICE, TENSOR_PARALLEL, parallel_mode
-
     folder = Path(root) / "results/models" / rater
     if gpus <= 1:
         return ONE_DEVICE, "1 GPU"
@@ -186,9 +178,6 @@ def planned_gpu_factor(mode: str, gpus: int) -> float:
     """GPU-hours per (FLOPs / one GPU's sustained throughput) of a rater run in ``mode`` on ``gpus`` GPUs: 1 on one
     GPU; 1 / TENSOR_PARALLEL_EFFICIENCY in tensor parallel (all compute at once, each on 1/gpus of the work);
     gpus for a layer split (all held, one computing at a time)."""
-    from selectit.models import LAYER_SPLIT, TENSOR_PARALLEL
-    from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY
-
     if mode == TENSOR_PARALLEL:
         return 1.0 / TENSOR_PARALLEL_EFFICIENCY
     return float(gpus) if mode == LAYER_SPLIT else 1.0
@@ -200,7 +189,6 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
     totals per stage and overall; ``attrs["assumptions"]`` holds every number it assumed)."""
     import pandas as pd
 
-    from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY
 
     cost = _cost(config)
     peak, mfu = float(cost["peak_tflops"]), cost["mfu"]
@@ -230,7 +218,7 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
     for dataset, n in records.items():  # rating: every dataset, every rater, every prompt
         shards = int(config["datasets"][dataset].get("n_shards", 1))
         for rater, rater_spec in config["models"].items():
-            gpus = int((rater_spec or {}).get("gpus", 1))
+            gpus = rater_gpus(rater_spec)
             mode, mode_source = planned_parallel_mode(rater, gpus, root)
             tokens = n * n_prompts * tokens_per_row
             flops = 2 * model_theta(rater, cost, root) * tokens
@@ -325,8 +313,6 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
 def write_plan(frame: Any, csv_path: str | Path, md_path: str | Path, title: str) -> None:
     """The plan as CSV (every column, the assumptions in none) and as a Markdown page (the table, then what it
     assumed), both written atomically."""
-    from selectit.atomic import write_text_atomic
-
     a = frame.attrs["assumptions"]
     table = frame.drop(columns=["stage_key"])
     write_text_atomic(csv_path, table.to_csv(index=False))

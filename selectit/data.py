@@ -340,7 +340,7 @@ def prepare_samples(spec: dict[str, Any], samples_path: str | Path, report_path:
     """Normalise + validate a dataset; write the sample table and the report (counts of every policy)."""
     import pyarrow as pa
 
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     table, report = load_dataset_table(spec)
     report["fingerprint"] = fingerprint_table(table)
@@ -359,7 +359,7 @@ def write_shard(samples_path: str | Path, n_shards: int, shard: str, out_path: s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     table = pq.read_table(samples_path).to_pandas()
     names = shard_names(n_shards)

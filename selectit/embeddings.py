@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selectit.errors import InputError
-from selectit.rating import plan_batches, write_parquet_atomic
+from selectit.atomic import write_parquet_atomic
+from selectit.rating import plan_batches
 
 
 @dataclass
@@ -104,12 +105,11 @@ def embed_samples_file(model_dir: str | Path, samples_path: str | Path, out_path
                        token_budget: int = 8192, dtype: str | None = "auto", threads: int | None = None,
                        gpus: int = 1) -> dict[str, Any]:
     """Embed every sample of samples.parquet with a prepared model; write id + vector atomically."""
-    import torch
+    from selectit.host import prepare_cpu_threads
 
+    prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
     from selectit.models import load_prepared, parse_dtype, read_model_info
 
-    if threads:
-        torch.set_num_threads(threads)
     info = read_model_info(model_dir)
     samples = pq.read_table(samples_path).to_pandas()
     missing = [c for c in ("id", "instruction", "response") if c not in samples.columns]

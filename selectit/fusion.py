@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from selectit import scoring
 from selectit.errors import IncompleteRatingsError, InputError
-from selectit.rating import write_parquet_atomic
+from selectit.atomic import write_parquet_atomic
 
 
 def _describe(keys: Sequence[tuple[str, str]], limit: int = 10) -> str:

@@ -135,7 +135,7 @@ def start_token(tokenizer: Any) -> int | None:
 def encode_pair(tokenizer: Any, instruction: str, response: str, max_length: int, start: int | None) -> IFDPair:
     """Token ids of the conditioned and the response-only sequence of one sample (see the module doc).
     ``start``: the start token id (``start_token(tokenizer)``), or None for none."""
-    from selectit.rating import _cut_middle
+    from selectit.prompts import cut_middle
 
     start_ids = [] if start is None else [start]
     head = start_ids + tokenizer(IFD_PROMPT_HEAD, add_special_tokens=False)["input_ids"]
@@ -152,7 +152,7 @@ def encode_pair(tokenizer: Any, instruction: str, response: str, max_length: int
                              f"({fixed} tokens) and a response")
         resp = resp[:max(room - len(instr), min(len(resp), room // 2))]
         if len(instr) > room - len(resp):
-            instr = _cut_middle(instr, room - len(resp))
+            instr = cut_middle(instr, room - len(resp))
     n_scored = len(resp) if start_ids else len(resp) - 1
     return IFDPair(head + instr + tail + resp, start_ids + resp, n_scored, truncated)
 
@@ -250,18 +250,18 @@ def mean_response_losses(model: Any, sequences: Sequence[list[int]], n_scored: S
 def _batch_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_id: int, stats: Any,
                   positions: list[int]):
     """(position, loss) for each sequence of one batch; on out-of-memory the batch is halved, never dropped."""
-    from selectit.rating import _empty_cache, _is_oom
+    from selectit.host import empty_cache, is_oom
 
     try:
         losses = _forward_losses(model, seqs, n_scored, pad_id)
     except (RuntimeError, MemoryError) as exc:
-        if not (isinstance(exc, MemoryError) or _is_oom(exc)):
+        if not (isinstance(exc, MemoryError) or is_oom(exc)):
             raise
         if len(seqs) == 1:
             raise MemoryError(f"a single sequence of {len(seqs[0])} tokens does not fit in memory; "
                               "lower selection.ifd.max_length") from exc
         stats.oom_splits += 1
-        _empty_cache()
+        empty_cache()
         half = len(seqs) // 2
         yield from _batch_losses(model, seqs[:half], n_scored[:half], pad_id, stats, positions[:half])
         yield from _batch_losses(model, seqs[half:], n_scored[half:], pad_id, stats, positions[half:])
@@ -358,14 +358,13 @@ def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, 
                    gpus: int = 1, variant: str = "simple") -> dict[str, Any]:
     """IFD of one shard with one prepared model, written atomically with the model and settings as metadata.
     For ``cherry`` the shard needs the raw Alpaca fields (``with_alpaca_fields``)."""
-    import torch
+    from selectit.atomic import write_parquet_atomic
+    from selectit.host import prepare_cpu_threads
 
+    prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
     from selectit.models import load_prepared, parse_dtype, read_model_info
-    from selectit.rating import write_parquet_atomic
 
     prompt = variant_prompt(variant)
-    if threads:
-        torch.set_num_threads(threads)
     info = read_model_info(model_dir)
     model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
     table, stats = ifd_shard(shard, model, tokenizer, max_length, token_budget, info["name"], variant)
@@ -379,7 +378,7 @@ def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, 
 def merge_ifd_files(shard_paths: Sequence[str | Path], samples_path: str | Path, out_path: str | Path) -> None:
     """One IFD table aligned with the samples (refuses missing, duplicate or unknown ids, naming them)."""
     from selectit.sample_shards import merge_sample_shards, shard_metadata
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     table = merge_sample_shards(shard_paths, samples_path, "IFD")
     meta = shard_metadata(shard_paths, ("model", "model_fingerprint", "max_length", "dtype", "prompt", "variant"),

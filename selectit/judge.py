@@ -165,7 +165,7 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 def encode_judge_row(tokenizer: Any, instruction: str, response: str, prefix: str,
                      max_length: int) -> tuple[list[int], bool]:
     """Token ids of one judge text; over max_length, the middle of the response (then of the instruction) is cut."""
-    from selectit.rating import _cut_middle
+    from selectit.prompts import cut_middle
 
     ids = _encode(tokenizer, judge_text(tokenizer, instruction, response) + prefix)
     if len(ids) <= max_length:
@@ -177,8 +177,8 @@ def encode_judge_row(tokenizer: Any, instruction: str, response: str, prefix: st
         raise InputError(f"selection.judge.max_length={max_length} is too small for the judge prompt itself")
     instr_keep = min(len(instr), max(budget // 4, budget - len(resp)))
     resp_keep = budget - instr_keep
-    cut_instr = tokenizer.decode(_cut_middle(instr, instr_keep))
-    cut_resp = tokenizer.decode(_cut_middle(resp, resp_keep))
+    cut_instr = tokenizer.decode(cut_middle(instr, instr_keep))
+    cut_resp = tokenizer.decode(cut_middle(resp, resp_keep))
     ids = _encode(tokenizer, judge_text(tokenizer, cut_instr, cut_resp) + prefix)
     if len(ids) > max_length:
         raise InputError(f"a judge text is {len(ids)} tokens after truncation, more than "
@@ -266,16 +266,15 @@ def openai_judge_shard(shard: pd.DataFrame, settings: dict[str, Any]) -> tuple[p
 def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: str | Path, dtype: str | None = "auto",
                      threads: int | None = None, gpus: int = 1) -> dict[str, Any]:
     """Judge one shard and write it atomically, with the judge's identity and settings as metadata."""
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     meta: dict[str, Any] = {"type": settings["type"], "prompt_sha": PROMPT_SHA}
     if settings["type"] == "hf":
-        import torch
+        from selectit.host import prepare_cpu_threads
 
+        prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
         from selectit.models import load_prepared, parse_dtype, read_model_info
 
-        if threads:
-            torch.set_num_threads(threads)
         info = read_model_info(settings["model_dir"])
         model, tokenizer = load_prepared(settings["model_dir"], dtype=parse_dtype(dtype), gpus=gpus)
         table, stats = hf_judge_shard(shard, model, tokenizer, int(settings["max_length"]),
@@ -294,7 +293,7 @@ def merge_judge_files(shard_paths: Sequence[str | Path], samples_path: str | Pat
                       on_unparsed: str = "rank_last") -> dict[str, Any]:
     """One judge table aligned with the samples (refuses missing, duplicate or unknown ids, naming them); with
     ``on_unparsed: error`` any unparsed judge answer stops the merge, naming the samples."""
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
     from selectit.sample_shards import merge_sample_shards, shard_metadata
 
     table = merge_sample_shards(shard_paths, samples_path, "judge")

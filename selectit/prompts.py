@@ -83,3 +83,12 @@ def select_prompts(prompts: list[RatingPrompt], k: int | None) -> list[RatingPro
         raise InputError(f"asked for {k} rating prompts but {len(prompts)} are available; "
                          f"set n_prompts between 1 and {len(prompts)}")
     return prompts[:k]
+
+
+def cut_middle(ids: list[int], keep: int) -> list[int]:
+    """The first ceil(keep / 2) and the last floor(keep / 2) ids: a long text loses its middle, not its ends."""
+    if keep <= 0:
+        return []
+    head = (keep + 1) // 2
+    tail = keep - head
+    return ids[:head] + (ids[len(ids) - tail:] if tail else [])

@@ -21,9 +21,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selectit.atomic import atomic_path
+from selectit.atomic import write_parquet_atomic
+from selectit.host import empty_cache, is_oom, prepare_cpu_threads
 from selectit.errors import InputError, NonFiniteLogitsError
-from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt, prompt_head
+from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt, cut_middle, prompt_head
 
 RATING_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -66,14 +67,6 @@ class EncodedRow:
     truncated: bool
 
 
-def _cut_middle(ids: list[int], keep: int) -> list[int]:
-    if keep <= 0:
-        return []
-    head = (keep + 1) // 2
-    tail = keep - head
-    return ids[:head] + (ids[len(ids) - tail:] if tail else [])
-
-
 def encode_row(tokenizer: Any, prompt: RatingPrompt, instruction: str, response: str,
                max_length: int) -> tuple[list[int], bool]:
     """Token ids of the rating prompt; if longer than max_length, cut the middle of the response (then of
@@ -93,7 +86,7 @@ def encode_row(tokenizer: Any, prompt: RatingPrompt, instruction: str, response:
         raise InputError(f"max_length={max_length} is too small for the rating prompt itself ({fixed} tokens)")
     instr_keep = min(len(instr), max(budget // 4, budget - len(resp)))
     resp_keep = budget - instr_keep
-    return head + _cut_middle(instr, instr_keep) + mid + _cut_middle(resp, resp_keep) + tail, True
+    return head + cut_middle(instr, instr_keep) + mid + cut_middle(resp, resp_keep) + tail, True
 
 
 def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int = 512,
@@ -186,12 +179,6 @@ class RatingStats:
             "padding_fraction": 1 - self.computed_tokens / self.padded_tokens if self.padded_tokens else 0.0,
             **self.extra,
         }
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 # Auto compile: the work, 2 x (non-embedding parameters) x tokens run (a reused prefix left out), from which compiling
@@ -454,7 +441,7 @@ class Rater:
             result = self._forward(rows)
         except Exception as exc:  # noqa: BLE001 -- shared with the other processes below, then raised
             failure = exc
-        code = 0 if failure is None else 2 if isinstance(failure, MemoryError) or _is_oom(failure) else 1
+        code = 0 if failure is None else 2 if isinstance(failure, MemoryError) or is_oom(failure) else 1
         worst = torch.tensor([code], dtype=torch.int64, device=self.device)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
         if failure is not None and (code == int(worst) or code == 1):
@@ -469,7 +456,7 @@ class Rater:
         try:
             logits, mass = self._forward_agreed(rows)
         except Exception as exc:  # noqa: BLE001 -- split the batch and retry on OOM; never drop a row
-            oom = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and _is_oom(exc))
+            oom = isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and is_oom(exc))
             if self.compiled and not oom:  # a failed compile: rate without it
                 import warnings
 
@@ -484,7 +471,7 @@ class Rater:
                 raise MemoryError(f"model {self.model_name!r}: a single row of {len(rows[0].input_ids)} "
                                   "tokens does not fit in memory; lower max_length") from exc
             self.stats.oom_splits += 1
-            _empty_cache()
+            empty_cache()
             half = len(rows) // 2
             yield from self._rate_batch(rows[:half])
             yield from self._rate_batch(rows[half:])
@@ -565,162 +552,6 @@ def _uncompile_layers(model: Any) -> bool:
                 module._compiled_call_impl = None
         model._selectit_compiled = False
     return False
-
-
-def _empty_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def _cgroup_cpu_quota(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> float | None:
-    """CPUs the cgroup quota of this process allows (quota / period; cgroup v2 ``cpu.max`` or v1
-    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), the least over the process's cgroup and the root of the mount (a
-    container sees its own cgroup there); None where there is no quota."""
-    root = Path(root)
-    try:
-        lines = Path(proc_cgroup).read_text().splitlines()
-    except OSError:
-        lines = []
-    v2_paths, v1_paths = [""], [""]
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        if parts[0] == "0" and parts[1] == "":
-            v2_paths.append(parts[2].strip("/"))
-        elif "cpu" in parts[1].split(","):
-            v1_paths.append(parts[2].strip("/"))
-    quotas = []
-    for rel in v2_paths:
-        try:
-            fields = (root / rel / "cpu.max").read_text().split()
-        except OSError:
-            continue
-        if len(fields) == 2 and fields[0] != "max" and int(fields[1]) > 0:
-            quotas.append(int(fields[0]) / int(fields[1]))
-    for rel in v1_paths:
-        for base in (root / "cpu" / rel, root / "cpu,cpuacct" / rel):
-            try:
-                quota = int((base / "cpu.cfs_quota_us").read_text())
-                period = int((base / "cpu.cfs_period_us").read_text())
-            except (OSError, ValueError):
-                continue
-            if quota > 0 and period > 0:
-                quotas.append(quota / period)
-    return min(quotas) if quotas else None
-
-
-def _slurm_cpus(environ: Any) -> int | None:
-    """CPUs Slurm gave this task: SLURM_CPUS_PER_TASK, else SLURM_CPUS_PER_GPU x the GPUs on the node (1 if unset)."""
-    def number(name: str) -> int | None:
-        value = str(environ.get(name, "")).split("(")[0].strip()  # e.g. "4(x2)" in some Slurm variables
-        return int(value) if value.isdigit() and int(value) > 0 else None
-
-    per_task = number("SLURM_CPUS_PER_TASK")
-    if per_task:
-        return per_task
-    per_gpu = number("SLURM_CPUS_PER_GPU")
-    if per_gpu:
-        gpus = number("SLURM_GPUS_ON_NODE") or number("SLURM_GPUS_PER_TASK") or 1
-        return per_gpu * gpus
-    return None
-
-
-def job_cpus(requested: int | None = None, *, environ: Any = None, affinity: set[int] | None = None,
-             quota: float | None | str = "read") -> tuple[int, dict[str, Any]]:
-    """The CPU threads a job may use: the least of the threads it asked for (the rule's ``threads``), the CPUs
-    Slurm gave the task (``_slurm_cpus``), the cgroup CPU quota rounded down (at least 1) and the CPUs of this
-    process's affinity mask (``os.sched_getaffinity``; what ``taskset``, Slurm's cgroup cpuset or a container
-    allows). Returns (threads, the limits seen). ``environ``, ``affinity`` and ``quota`` are read from the process
-    unless given (tests)."""
-    environ = os.environ if environ is None else environ
-    if affinity is None:
-        try:
-            affinity = os.sched_getaffinity(0)
-        except (AttributeError, OSError):
-            affinity = set(range(os.cpu_count() or 1))
-    if quota == "read":
-        quota = _cgroup_cpu_quota()
-    limits: dict[str, Any] = {"requested": int(requested) if requested else None, "slurm": _slurm_cpus(environ),
-                              "cgroup_quota": round(quota, 3) if quota else None, "affinity": len(affinity)}
-    bounds = [v for v in (limits["requested"], limits["slurm"], len(affinity)) if v]
-    if quota:
-        bounds.append(max(1, int(quota + 1e-9)))
-    return max(1, min(bounds)), limits
-
-
-# glibc malloc settings for a rating process (mallopt's parameter number, value): serve every buffer under 32 MiB
-# (glibc's largest mmap threshold) from the heap, and keep up to 1 GiB of freed heap instead of returning it to the
-# kernel, with 64 MiB of headroom on each growth. With glibc's adaptive defaults, the activations a batch frees are
-# trimmed and the next batch faults them back in as fresh zeroed pages (SmolLM2 in bf16: about 1M minor faults on
-# 130 rows × one prompt; 50k with these; docs/performance.md). The trim threshold must go with the mmap one: set
-# alone, it turns off the adaptive mmap threshold and the faults rise.
-MALLOC_SETTINGS = {"mmap_threshold": (-3, 32 << 20), "trim_threshold": (-1, 1 << 30), "top_pad": (-2, 64 << 20)}
-# environment variables by which a user sets glibc malloc; where one is set, tune_malloc leaves malloc alone
-MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
-              "GLIBC_TUNABLES", "LD_PRELOAD")
-
-
-def tune_malloc(environ: Any = None) -> dict[str, Any]:
-    """Apply ``MALLOC_SETTINGS`` to this process's glibc malloc (any time; it is process-wide and affects
-    allocations from then on). Skipped, with the reason, where the C library is not glibc, where
-    ``SELECTIT_TUNE_MALLOC=0``, or where the user set malloc up already (``MALLOC_ENV``: glibc's own variables, or
-    a preloaded allocator such as jemalloc or tcmalloc). Returns {"applied": bool, "settings" or "skipped": ...}."""
-    import ctypes
-    import platform
-
-    environ = os.environ if environ is None else environ
-    if str(environ.get("SELECTIT_TUNE_MALLOC", "1")).strip() == "0":
-        return {"applied": False, "skipped": "SELECTIT_TUNE_MALLOC=0"}
-    if any(environ.get(name) for name in MALLOC_ENV):
-        return {"applied": False, "skipped": "set by the environment: " +
-                ", ".join(name for name in MALLOC_ENV if environ.get(name))}
-    if platform.libc_ver()[0] != "glibc":
-        return {"applied": False, "skipped": f"C library is not glibc ({platform.libc_ver()[0] or 'unknown'})"}
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError) as exc:
-        return {"applied": False, "skipped": f"mallopt not found: {exc}"}
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    failed = [name for name, (param, value) in MALLOC_SETTINGS.items() if mallopt(param, value) != 1]
-    if failed:
-        return {"applied": False, "skipped": "mallopt refused " + ", ".join(failed)}
-    return {"applied": True, "settings": {name: value for name, (_, value) in MALLOC_SETTINGS.items()}}
-
-
-def prepare_cpu_threads(requested: int | None = None, **probe: Any) -> dict[str, Any]:
-    """Before torch is imported: limit OpenMP/MKL to ``job_cpus`` threads and make idle OpenMP threads sleep
-    (``OMP_WAIT_POLICY=PASSIVE``, unless set already) instead of spinning, so a rating job beside other busy
-    processes neither takes more cores than it was given nor burns them while it waits. Both are read by the OpenMP
-    runtime once, when torch loads it; if torch is imported already only ``torch.set_num_threads`` still applies
-    (``omp_env_applied`` says which). Also sets torch's thread count where torch is loaded, and glibc malloc's
-    settings (``tune_malloc``; ``malloc`` says whether they applied). Returns what it did."""
-    import sys
-
-    threads, limits = job_cpus(requested, **probe)
-    applied = "torch" not in sys.modules
-    if applied:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            current = os.environ.get(name, "")
-            if not (current.isdigit() and 0 < int(current) <= threads):
-                os.environ[name] = str(threads)
-    malloc = tune_malloc()
-    import torch
-
-    torch.set_num_threads(threads)
-    return {"threads": threads, "cpu_limits": limits, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "omp_env_applied": applied, "malloc": malloc}
-
-
-def write_parquet_atomic(table: pa.Table, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
-    """Write under a temporary name and rename, so the file is either complete or absent."""
-    if metadata:
-        table = table.replace_schema_metadata({"selectit": json.dumps(metadata, sort_keys=True)})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
 
 
 def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer: Any, k: int,

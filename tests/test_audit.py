@@ -171,7 +171,7 @@ def test_ranking_scores_order_like_the_selection():
 def _score_file(path, ids, values, column="score", meta=None):
     import pyarrow as pa
 
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     write_parquet_atomic(pa.table({"id": list(ids), column: list(values)}), path, meta)
     return str(path)

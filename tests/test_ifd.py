@@ -11,7 +11,7 @@ import pytest
 
 from selectit.errors import IncompleteRatingsError, InputError
 from selectit.ifd import IFD_PROMPT, encode_pair, ifd_shard, merge_ifd_files, start_token
-from selectit.rating import write_parquet_atomic
+from selectit.atomic import write_parquet_atomic
 from selectit.selection import ifd_order, make_subset_from_files, parse_method, select_ids
 
 RECORDS = [

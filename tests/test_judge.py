@@ -161,7 +161,7 @@ def test_judge_order_and_subset_manifest(tmp_path, tiny_model_dir):
     import pyarrow as pa
 
     from selectit.judge import JUDGE_SCHEMA
-    from selectit.rating import write_parquet_atomic
+    from selectit.atomic import write_parquet_atomic
 
     shard = pa.table({"id": samples["id"].tolist(), "score": scores, "unparsed": np.isnan(scores),
                       "truncated": [False] * 6, "score_mass": [np.nan] * 6, "answer": [""] * 6}, schema=JUDGE_SCHEMA)

@@ -12,8 +12,9 @@ import pytest
 from selectit.data import normalise
 from selectit.errors import InputError, NonFiniteLogitsError
 from selectit.prompts import RatingPrompt
-from selectit.rating import (MALLOC_ENV, encode_row, job_cpus, padding_share, plan_batches, plan_low_padding,
-                             rate_shard, rate_shard_file, score_token_ids, tune_malloc)
+from selectit.host import MALLOC_ENV, job_cpus, tune_malloc
+from selectit.rating import (encode_row, padding_share, plan_batches, plan_low_padding, rate_shard, rate_shard_file,
+                             score_token_ids)
 
 PROMPT = RatingPrompt("Rate the response from 1 to 5.\n", 1)
 
@@ -386,7 +387,7 @@ def test_job_cpus_takes_the_least_of_request_slurm_quota_and_affinity():
 
 
 def test_cgroup_quota_v1_and_v2(tmp_path):
-    from selectit.rating import _cgroup_cpu_quota
+    from selectit.host import cgroup_cpu_quota
 
     v2 = tmp_path / "v2"
     (v2 / "job").mkdir(parents=True)
@@ -394,9 +395,9 @@ def test_cgroup_quota_v1_and_v2(tmp_path):
     (v2 / "job" / "cpu.max").write_text("150000 100000\n")
     proc = tmp_path / "cgroup_v2"
     proc.write_text("0::/job\n")
-    assert _cgroup_cpu_quota(v2, proc) == 1.5
+    assert cgroup_cpu_quota(v2, proc) == 1.5
     (v2 / "job" / "cpu.max").write_text("max 100000\n")
-    assert _cgroup_cpu_quota(v2, proc) is None
+    assert cgroup_cpu_quota(v2, proc) is None
     v1 = tmp_path / "v1"
     (v1 / "cpu" / "slurm").mkdir(parents=True)
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
@@ -405,8 +406,8 @@ def test_cgroup_quota_v1_and_v2(tmp_path):
     (v1 / "cpu" / "slurm" / "cpu.cfs_period_us").write_text("100000\n")
     proc1 = tmp_path / "cgroup_v1"
     proc1.write_text("4:memory:/x\n2:cpu,cpuacct:/slurm\n")
-    assert _cgroup_cpu_quota(v1, proc1) == 3.0
-    assert _cgroup_cpu_quota(tmp_path / "none", tmp_path / "missing") is None
+    assert cgroup_cpu_quota(v1, proc1) == 3.0
+    assert cgroup_cpu_quota(tmp_path / "none", tmp_path / "missing") is None
 
 
 def test_rating_job_sets_passive_wait_and_threads_before_torch(tmp_path):
@@ -421,7 +422,7 @@ def test_rating_job_sets_passive_wait_and_threads_before_torch(tmp_path):
         "os.environ.pop('OMP_WAIT_POLICY', None); os.environ.pop('OMP_NUM_THREADS', None)\n"
         "import selectit.data, selectit.prompts, selectit.rating, selectit.smk\n"
         "assert 'torch' not in sys.modules\n"
-        "from selectit.rating import prepare_cpu_threads\n"
+        "from selectit.host import prepare_cpu_threads\n"
         "info = prepare_cpu_threads(1)\n"
         "import torch\n"
         "assert info['omp_env_applied'] and info['threads'] == 1, info\n"
@@ -437,7 +438,7 @@ def test_rating_job_sets_passive_wait_and_threads_before_torch(tmp_path):
 MALLOC_PATTERN = (
     "import resource, sys\n"
     "if sys.argv[1] == 'tuned':\n"
-    "    from selectit.rating import prepare_cpu_threads\n"
+    "    from selectit.host import prepare_cpu_threads\n"
     "    info = prepare_cpu_threads(1)\n"
     "    assert info['malloc']['applied'], info\n"
     "import torch\n"

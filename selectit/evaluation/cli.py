@@ -1,7 +1,7 @@
 """Run one benchmark on one model: ``python -m selectit evaluate`` and the workflow's ``evaluate`` rule.
 
 ``evaluate`` imports the benchmark's module from ``BENCHMARKS`` and calls its
-``run(model_dir, data_dir, out_path, settings)``; it only adds the CPU thread count (``torch.set_num_threads``,
+``run(model_dir, data_dir, out_path, settings)``; it only sets up the CPU threads first (``selectit.host.prepare_cpu_threads``,
 so a job keeps to the cores the scheduler gave it) and a check of the settings' keys. ``check_settings``
 runs the same key check without running anything, so the workflow rejects a typo in a benchmark's
 settings when it parses the config, not after training; ``check_evaluation`` adds the data folder and the
@@ -118,10 +118,9 @@ def evaluate(benchmark: str, model_dir: str | Path, data_dir: str | Path, out_pa
         raise InputError(f"model folder {model_dir} does not exist")
     if not Path(data_dir).is_dir():
         raise InputError(f"evaluation data folder {data_dir} does not exist")
-    if threads:
-        import torch
+    from selectit.host import prepare_cpu_threads
 
-        torch.set_num_threads(int(threads))
+    prepare_cpu_threads(int(threads) if threads else None)  # before torch loads: OpenMP reads its settings once
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return module.run(str(model_dir), str(data_dir), str(out_path), json.loads(json.dumps(settings or {})))
 

@@ -21,11 +21,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from selectit import cost, layout
 from selectit.atomic import write_text_atomic
-from selectit import layout
 from selectit.errors import InputError
 from selectit.methods import KINDS, label
-from selectit.models import rater_gpus
 from selectit.paper import plan, stats
 from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
 
@@ -374,8 +373,6 @@ def planned_cost(planned_config_path: str | Path, tokens_per_row: float | None,
     """The planned GPU bill of another config (``paper.cost.config``) as Table 9's planned rows: every stage and job
     kind of ``selectit.cost.plan`` with Source "planned (<file>)". ``tokens_per_row``: measured on this run's rating
     shards (the config's own ``paper.cost.tokens_per_row`` wins)."""
-    from selectit import cost
-
     path = Path(planned_config_path)
     try:
         planned = yaml.safe_load(path.read_text()) or {}
