@@ -93,9 +93,9 @@ def main() -> None:
             return pd.read_parquet(level)
 
         t_fuse, scores = timed(chain, args.repeat)
-        from selectit.fusion import _samples
+        from selectit.fusion import read_samples
 
-        samples = _samples(tmp / "samples.parquet")
+        samples = read_samples(tmp / "samples.parquet")
         method = parse_method("selectit")
         t_select, selected = timed(lambda: select_ids(method, args.proportion, samples, scores, 0), args.repeat)
         t_subset, _ = timed(lambda: write_subset(selected, samples, tmp / "a.json", tmp / "s.json", tmp / "m.json",

@@ -1,15 +1,15 @@
 import pandas as pd
 
 from selectit.audit import audit_metrics, median_mass
-from selectit.fusion import _samples
+from selectit.fusion import read_samples
 from selectit.atomic import write_text_atomic
 from selectit.smk import step
 
 with step(snakemake):
     p = snakemake.params
     metrics = audit_metrics(
-        _samples(snakemake.input.samples),
-        _samples(snakemake.input.canaries),
+        read_samples(snakemake.input.samples),
+        read_samples(snakemake.input.canaries),
         p.scorers,
         p.proportions,
         seed=p.seed,

@@ -169,9 +169,9 @@ def canary_table(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]
 # --------------------------------------------------------------------------------------- configuration
 def audit_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The audit section with the schema's defaults filled in (a config that was not validated)."""
-    from selectit.methods import _schema
+    from selectit.methods import config_schema
 
-    properties = _schema()["properties"]["audit"]["properties"]
+    properties = config_schema()["properties"]["audit"]["properties"]
     defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
     return {**defaults, **(config.get("audit") or {})}
 
@@ -355,12 +355,12 @@ def median_mass(shards: Sequence[str]) -> dict[str, float]:
 
 def _raters(scorer: Mapping[str, Any], path: str | None, models: Sequence[str]) -> list[str]:
     """The raters whose score-token mass a scorer depends on (a level: the one it names, else all raters)."""
-    from selectit.fusion import _read_meta
+    from selectit.fusion import read_meta
 
     if scorer["source"] in ("token", "sentence"):
         return [scorer["model"]]
     if scorer["source"] == "level":
-        level_model = _read_meta(path).get("level_model")
+        level_model = read_meta(path).get("level_model")
         return [level_model] if level_model else list(models)
     return []
 
@@ -446,7 +446,7 @@ def read_metrics(paths: Sequence[str]) -> pd.DataFrame:
 def summary(metrics: pd.DataFrame, proportions: Sequence[float]) -> pd.DataFrame:
     """The audit table: a row per (dataset, reference, scorer); AUROC overall and per kind, the win rate,
     the share of the bad records left out at each proportion, and the degenerate flag."""
-    from selectit.paper.tables import _finish
+    from selectit.paper.tables import finish_table
 
     keys = ["dataset", "reference", "scorer"]
     order = {name: i for i, name in enumerate(dict.fromkeys(metrics["scorer"]))}
@@ -468,7 +468,7 @@ def summary(metrics: pd.DataFrame, proportions: Sequence[float]) -> pd.DataFrame
     n = metrics[metrics["kind"] == "all"].groupby(["dataset", "reference"], sort=False)["n_bad"].first()
     what = {"canaries": "canaries", "flaw labels": "flawed records"}
     counts = "; ".join(f"{d}: {int(v)} {what.get(r, r)}" for (d, r), v in n.items())
-    return _finish(table, "how well each scorer ranks records above corrupted copies of them (canaries) and clean "
+    return finish_table(table, "how well each scorer ranks records above corrupted copies of them (canaries) and clean "
                    "records above flawed ones",
                    [f"Bad records: {counts}.",
                     "AUROC: the chance that an original (or clean) record scores above a canary (or flawed "

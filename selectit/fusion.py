@@ -110,14 +110,15 @@ def _released_k_tokens(logits: np.ndarray, k: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ file-level steps
 
 
-def _samples(samples_path: str | Path) -> pd.DataFrame:
+def read_samples(samples_path: str | Path) -> pd.DataFrame:
+    """samples.parquet in sample order (its ``index`` column): the order every score table follows."""
     return pq.read_table(samples_path).to_pandas().sort_values("index").reset_index(drop=True)
 
 
 def merge_model_files(rating_paths: Sequence[str | Path], samples_path: str | Path, prompt_ids: Sequence[str],
                       model: str, logits_out: str | Path) -> None:
     """Merge one model's rating shards (checked complete) into logits.parquet, aligned with the samples."""
-    samples = _samples(samples_path)
+    samples = read_samples(samples_path)
     logits, _ = merge_model_ratings(rating_paths, samples["id"], prompt_ids, model)
     k = logits.shape[2]
     cols = {"id": samples["id"].tolist()}
@@ -170,7 +171,7 @@ def weights_from_files(info_paths: dict[str, str | Path], model_weights: str | d
 # (Eq. 5 or the largest-weight rater); fused_file gathers the configured levels for the tables and figures.
 
 
-def _read_meta(path: str | Path) -> dict:
+def read_meta(path: str | Path) -> dict:
     import json
 
     raw = (pq.read_schema(path).metadata or {}).get(b"selectit")
@@ -182,7 +183,7 @@ def token_file(logits_path: str | Path, variant: str, out: str | Path) -> None:
     ids, prompt_ids, arr = read_logits(logits_path)
     n, p, k = arr.shape
     tokens = scoring.token_level(arr.reshape(n * p, k), variant).reshape(n, p)
-    meta = _read_meta(logits_path)
+    meta = read_meta(logits_path)
     cols = {"id": ids, **{pid: tokens[:, j] for j, pid in enumerate(prompt_ids)}}
     write_parquet_atomic(pa.table(cols), out, {"model": meta.get("model"), "variant": variant,
                                                "prompt_ids": prompt_ids})
@@ -199,7 +200,7 @@ def sentence_file(token_path: str | Path, k: int, alpha: float, out: str | Path,
     prompts = [c for c in token.columns if c != "id"]
     if not 1 <= k <= len(prompts):
         raise InputError(f"{token_path}: K = {k} prompts asked for, {len(prompts)} rated")
-    meta = _read_meta(token_path)
+    meta = read_meta(token_path)
     extra = {}
     if logits_path is None:
         tokens = token[prompts[:k]].to_numpy()
@@ -259,7 +260,7 @@ def level_file(method: str, source_paths: dict[str, str | Path], info_paths: dic
     weights = weights_from_files(info_paths, model_weights)
     ids, per_model = _aligned(source_paths, token_prompt if from_token else 1)
     score, level_model = level_scores(kind, per_model, weights)
-    metas = {m: _read_meta(p) for m, p in source_paths.items()}
+    metas = {m: read_meta(p) for m, p in source_paths.items()}
     import json
 
     infos = {m: json.loads(Path(p).read_text()) for m, p in info_paths.items()}
@@ -278,7 +279,7 @@ def fused_file(samples_path: str | Path, token_paths: dict[str, str | Path], sen
                level_paths: dict[str, str | Path], k: int, out: str | Path) -> pd.DataFrame:
     """The per-sample table of every level at the configured K and alpha (selectit.parquet), gathered from
     the files of the levels: nothing is recomputed here."""
-    samples = _samples(samples_path)
+    samples = read_samples(samples_path)
     frame = pd.DataFrame({"id": samples["id"].tolist(), "index": samples["index"].to_numpy()})
     ids = frame["id"].tolist()
 
@@ -299,7 +300,7 @@ def fused_file(samples_path: str | Path, token_paths: dict[str, str | Path], sen
         table = pq.read_table(path).to_pandas()
         check(path, table)
         frame[level] = table["score"].to_numpy()
-        meta = _read_meta(path) if level == "selectit" else meta
+        meta = read_meta(path) if level == "selectit" else meta
     write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), out,
                          {"weights": meta.get("weights"), "alpha": meta.get("alpha"), "variant": meta.get("variant"),
                           "n_prompts": k})

@@ -144,11 +144,11 @@ def score_prefix_and_ids(tokenizer: Any, probe: str) -> tuple[str, list[int]]:
 
     The answer text is "Score: <d>". Tokenizers that glue a space to a digit (" 4") use the prefix "Score:"
     and the tokens " 0".." 5"; those that split it ("▁", "4") use "Score: " and "0".."5"."""
-    from selectit.evaluation.alpacaeval import _choice_ids
+    from selectit.evaluation.alpacaeval import choice_ids
 
     for prefix, sep in ((ANSWER_PREFIX, " "), (ANSWER_PREFIX + " ", "")):
         try:
-            ids = _choice_ids(tokenizer, probe + prefix, tuple(sep + str(d) for d in SCORES))
+            ids = choice_ids(tokenizer, probe + prefix, tuple(sep + str(d) for d in SCORES))
         except InputError:
             continue
         if len(set(ids)) == len(SCORES):

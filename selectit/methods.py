@@ -116,13 +116,14 @@ def parse(name: str) -> Method:
 
 
 @lru_cache(maxsize=1)
-def _schema() -> dict:
+def config_schema() -> dict:
+    """schemas/config.schema.yaml, read once: the one home of every config key's default."""
     return yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
 
 
 def schema_default(*keys: str):
     """The schema's default of a config key (its one home), for a config that was not validated."""
-    node = _schema()
+    node = config_schema()
     for key in keys:
         node = node["properties"][key]
     return node["default"]

@@ -22,9 +22,9 @@ def merge_sample_shards(shard_paths: Sequence[str | Path], samples_path: str | P
     """Concatenate shards of one row per sample; every sample id exactly once, no id outside the samples.
 
     Rows come back in sample order (the samples' original index)."""
-    from selectit.fusion import _samples
+    from selectit.fusion import read_samples
 
-    samples = _samples(samples_path)
+    samples = read_samples(samples_path)
     frames = []
     for path in shard_paths:
         frame = pq.read_table(path).to_pandas()

@@ -155,14 +155,14 @@ def make_subset_from_files(method_name: str, proportion: float, samples_path: st
     `scores_path` is what the method reads (selectit.methods.Kind.reads): its level table, the SelectIT
     level (random_unselected), the merged IFD or judge table; None for full, random and length. `settings`
     are the values it depends on besides (seed, threshold). The manifest records exactly these inputs."""
-    from selectit.fusion import _samples
+    from selectit.fusion import read_samples
 
     method = parse(method_name)
     kind = KINDS[method.kind]
     missing = sorted(set(kind.settings) - set(settings))
     if missing:
         raise InputError(f"method {method_name!r} needs the settings {missing}")
-    samples = _samples(samples_path)
+    samples = read_samples(samples_path)
     from selectit.audit import is_canary_table
 
     if is_canary_table(samples):

@@ -142,7 +142,7 @@ def _to_judge_text(tokenizer, chatml_prompt: str) -> str:
     return text + ASSISTANT_PREFIX
 
 
-def _choice_ids(tokenizer, probe: str, choices: tuple[str, ...] = ("1", "2")) -> tuple[int, ...]:
+def choice_ids(tokenizer, probe: str, choices: tuple[str, ...] = ("1", "2")) -> tuple[int, ...]:
     """Token id of each choice appended to the probe text; each must be exactly one more token."""
     base = tokenizer(probe, add_special_tokens=False).input_ids
     ids = []
@@ -182,7 +182,7 @@ def hf_judge(instructions: list[str], references: list[str], outputs: list[str],
     texts = [_to_judge_text(tokenizer, p) for p in _render_judge_prompts(rows)] if rows else []
     p_first: list[float] = []
     if texts:
-        id1, id2 = _choice_ids(tokenizer, texts[0])
+        id1, id2 = choice_ids(tokenizer, texts[0])
         device = next(model.parameters()).device
         order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
         p_first = [math.nan] * len(texts)

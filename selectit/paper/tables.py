@@ -155,7 +155,7 @@ def _metrics_table(config: dict, key: str, root: str | Path, keys: list[str]) ->
     return summarise(run_metrics(plan.runs(config)[key], benchmarks, root), keys, benchmarks)
 
 
-def _finish(frame: pd.DataFrame, caption: str, notes: list[str]) -> pd.DataFrame:
+def finish_table(frame: pd.DataFrame, caption: str, notes: list[str]) -> pd.DataFrame:
     frame.attrs["caption"] = caption
     frame.attrs["notes"] = notes
     return frame
@@ -169,7 +169,7 @@ def table1_main(config: dict, root: str | Path = ".") -> pd.DataFrame:
     frame = _metrics_table(config, "table1", root, ["base", "method"])
     frame = _relabel(frame, {"base": "Base", "method": "Method"}, {"method": method_label})
     p = plan.settings(config)
-    return _finish(frame, f"Main results: {p['proportion']:g} of {p['dataset']} selected by each method",
+    return finish_table(frame, f"Main results: {p['proportion']:g} of {p['dataset']} selected by each method",
                    [STD_NOTE.format(seeds=_seeds(config)), "Overall is the unweighted mean of the benchmark columns."])
 
 
@@ -184,7 +184,7 @@ def table2_k(config: dict, root: str | Path = ".") -> pd.DataFrame:
     """Table 2: SelectIT with the first K rating prompts (the same rating shards, no re-rating)."""
     p = plan.settings(config)
     frame = _sweep_table(config, root, "table2", p["k_values"], plan.k_method, "K")
-    return _finish(frame, "Effect of K, the number of rating prompts",
+    return finish_table(frame, "Effect of K, the number of rating prompts",
                    [STD_NOTE.format(seeds=_seeds(config)),
                     f"K = {config.get('n_prompts', 5)} is the main SelectIT run (the same run as in Table 1)."])
 
@@ -195,7 +195,7 @@ def table3_alpha(config: dict, root: str | Path = ".") -> pd.DataFrame:
     frame = _sweep_table(config, root, "table3", p["alphas"], plan.alpha_method, "α")
     frame.index = frame.index.set_levels([f"{a:g}" for a in frame.index.levels[1]], level=1)
     alpha = (config.get("scoring") or {}).get("alpha", 0.2)
-    return _finish(frame, "Effect of the uncertainty weight α (Eq. 4)",
+    return finish_table(frame, "Effect of the uncertainty weight α (Eq. 4)",
                    [STD_NOTE.format(seeds=_seeds(config)), f"α = {alpha:g} is the main SelectIT run."])
 
 
@@ -203,7 +203,7 @@ def table6_bases(config: dict, root: str | Path = ".") -> pd.DataFrame:
     """Table 6: paper.other_methods on every main and other base."""
     frame = _delta_vs_full(_metrics_table(config, "table6", root, ["base", "method"]), "method")
     frame = _relabel(frame, {"base": "Base", "method": "Method"}, {"method": method_label})
-    return _finish(frame, "Other foundation models", [STD_NOTE.format(seeds=_seeds(config)),
+    return finish_table(frame, "Other foundation models", [STD_NOTE.format(seeds=_seeds(config)),
                                                       "Δ compares mean Overall with the same base's Full data."])
 
 
@@ -222,7 +222,7 @@ def table7_datasets(config: dict, root: str | Path = ".") -> pd.DataFrame:
     frame.insert(0, ("Size before", ""), before)
     frame.insert(1, ("Size after", ""), after)
     frame = _relabel(frame, {"dataset": "Dataset", "base": "Base", "method": "Method"}, {"method": method_label})
-    return _finish(frame, "Other instruction-tuning datasets",
+    return finish_table(frame, "Other instruction-tuning datasets",
                    [STD_NOTE.format(seeds=_seeds(config)),
                     "Sizes are records after validation (n_total) and selected (n_selected), from the subset "
                     "manifests."])
@@ -232,7 +232,7 @@ def table10_strategies(config: dict, root: str | Path = ".") -> pd.DataFrame:
     """Table 10: other selection strategies of paper.strategies, with Δ Overall vs Full."""
     frame = _delta_vs_full(_metrics_table(config, "table10", root, ["base", "method"]), "method")
     frame = _relabel(frame, {"base": "Base", "method": "Strategy"}, {"method": method_label})
-    return _finish(frame, "Other selection strategies", [STD_NOTE.format(seeds=_seeds(config)),
+    return finish_table(frame, "Other selection strategies", [STD_NOTE.format(seeds=_seeds(config)),
                                                          "Δ compares mean Overall with the same base's Full data."])
 
 
@@ -247,7 +247,7 @@ def table4_levels(config: dict, root: str | Path = ".") -> pd.DataFrame:
     for method in (*LEVELS, "selectit"):
         name, q = plan.canonical(method, proportion, config)
         sets[method] = set(read_manifest(subset_file(dataset, name, q, root, ".manifest.json"))["selected_ids"])
-    return _finish(level_overlaps(sets), f"Contribution of each level to SelectIT's selection ({dataset}, "
+    return finish_table(level_overlaps(sets), f"Contribution of each level to SelectIT's selection ({dataset}, "
                    f"top {proportion:g})",
                    ["Shares are of the SelectIT selection; 'only' = selected by that level and by neither other one.",
                     "The last column compares the level selections themselves: the share of the first-named "
@@ -396,7 +396,7 @@ def table9_efficiency(measured: pd.DataFrame, planned: pd.DataFrame) -> pd.DataF
         if (frame[col].dropna() % 1 == 0).all():  # a mean of unequal GPU counts stays a fraction
             frame[col] = frame[col].astype("Int64")
     a = planned.attrs.get("assumptions", {})
-    return _finish(frame, "Efficiency: measured time per stage and the planned GPU bill", [
+    return finish_table(frame, "Efficiency: measured time per stage and the planned GPU bill", [
         "Measured rows sum the `s` column of the Snakemake benchmark TSVs (benchmarks/<rule>/...); GPU-hours = "
         "s × the job's GPUs / 3600 (the rule's `gpu` resource; for rating and embedding jobs the rater's "
         "`gpus`). 'Files found' < 'Jobs' means some jobs have no benchmark file.",
@@ -441,7 +441,7 @@ def reported_vs_reproduced(subsets: Mapping[str, str | Path | None]) -> pd.DataF
                      "Calculation share % (ours)": ours_calc})
     frame = pd.DataFrame(rows).set_index("Data")
     frame["Records (ours)"] = frame["Records (ours)"].astype("Int64")
-    return _finish(frame, "Reported (Liu et al. 2024) vs reproduced data statistics", [
+    return finish_table(frame, "Reported (Liu et al. 2024) vs reproduced data statistics", [
         "Paper values: Liu et al. 2024 (arXiv 2402.16705), analysis of Selective Alpaca on Alpaca-GPT4.",
         "Ours: length = words of instruction plus response; calculation = selectit.paper.stats.is_calculation. "
         "The paper does not define either, so the columns are comparable in trend, not exactly.",
