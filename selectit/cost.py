@@ -41,8 +41,7 @@ from selectit.paper.plan import DEFAULTS as PAPER_DEFAULTS
 from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY, all_runs
 from selectit.training import resolve_settings
 
-#: paper.cost defaults for the plan (selectit.paper.plan.DEFAULTS["cost"] holds them with the other paper keys).
-PEAK_TFLOPS = 312.0  # an A100's dense bf16 peak
+#: The MFU of each job kind where paper.cost.mfu does not set it (its other defaults: selectit.paper.plan.DEFAULTS).
 MFU = {"forward": 0.4, "training": 0.4, "generation": 0.05}
 
 #: Mean prompt tokens of one item of each benchmark as its module builds it under its DEFAULTS, measured on the
@@ -50,9 +49,11 @@ MFU = {"forward": 0.4, "training": 0.4, "generation": 0.05}
 #: gives somewhat more). MMLU: the 5-shot prompt with its one-token answer, one forward per question.
 EVAL_PROMPT_TOKENS = {"mmlu": 706.0, "gsm": 809.0, "bbh": 955.0, "tydiqa": 818.0, "codex": 140.0,
                       "alpaca_eval": 67.0}  # benchmarks/measured/eval_batches_20261206.json (TyDiQA: 9 examples only)
-#: Items of each benchmark's full data where its settings take everything (None limits).
-EVAL_FULL_ITEMS = {"mmlu": 14042, "gsm": 1319, "codex": 164, "alpaca_eval": 805}
-BBH_TASKS, TYDIQA_LANGUAGES = 27, 9
+#: Items of each benchmark's public data, taken whole where its ``limit`` is None (GSM: "all"): MMLU's test set,
+#: GSM8K's test set, BBH's 27 tasks (250 examples each but three), TyDiQA GoldP's dev set (9 languages),
+#: HumanEval's problems, AlpacaEval's instructions.
+EVAL_FULL_ITEMS = {"mmlu": 14042, "gsm": 1319, "bbh": 6511, "tydiqa": 5077, "codex": 164, "alpaca_eval": 805}
+BBH_TASKS, TYDIQA_LANGUAGES, MMLU_SUBJECTS = 27, 9, 57
 JUDGE_PROMPT_TOKENS = 150.0  # the AlpaGasus rating prompt around a record (selectit.judge), about
 JUDGE_NEW_TOKENS = 8  # "Score: 4.5" and a little
 
@@ -105,7 +106,7 @@ def used_kinds(config: dict) -> set[str]:
     names = list((config.get("selection") or {}).get("methods") or _default("selection", "methods"))
     names += list((config.get("training") or {}).get("methods") or [])
     if (config.get("training") or {}).get("bases"):  # tables/all trains the paper's methods
-            names += list((config.get("paper") or {}).get("methods") or PAPER_DEFAULTS["methods"])
+        names += list((config.get("paper") or {}).get("methods") or PAPER_DEFAULTS["methods"])
     return {methods.parse(n).kind for n in names}
 
 
@@ -135,21 +136,22 @@ def eval_items(benchmark: str, settings: dict) -> tuple[int, int, int]:
     s = {**getattr(benchmark_module(benchmark), "DEFAULTS", {}), **(settings or {})}
     limit = s.get("limit")
     full = limit in (None, "all")
-    if benchmark == "mmlu":
-        return (EVAL_FULL_ITEMS["mmlu"] if full else int(limit) * 57), 1, 0
-    if benchmark == "gsm":
+    if benchmark == "mmlu":  # limit: questions per subject
+        return (EVAL_FULL_ITEMS["mmlu"] if full else int(limit) * MMLU_SUBJECTS), 1, 0
+    if benchmark == "gsm":  # limit None: the protocol's 200
         return (200 if limit is None else EVAL_FULL_ITEMS["gsm"] if limit == "all" else int(limit)), 1, \
             int(s["max_new_tokens"])
-    if benchmark == "bbh":
+    if benchmark == "bbh":  # limit: examples per task
         tasks = len(s.get("tasks") or []) or BBH_TASKS
-        return tasks * (40 if full else int(limit)), 1, int(s["max_new_tokens"])
-    if benchmark == "tydiqa":
+        per_task = EVAL_FULL_ITEMS["bbh"] / BBH_TASKS if full else int(limit)
+        return round(tasks * per_task), 1, int(s["max_new_tokens"])
+    if benchmark == "tydiqa":  # limit: examples per language
         langs = len(s.get("languages") or []) or TYDIQA_LANGUAGES
-        return langs * (100 if full else int(limit)), 1, int(s["max_new_tokens"])
-    if benchmark == "codex":
-        return (EVAL_FULL_ITEMS["codex"] if full else int(limit)), int(s["n_samples"]), int(s["max_new_tokens"])
-    if benchmark == "alpaca_eval":
-        return (EVAL_FULL_ITEMS["alpaca_eval"] if full else int(limit)), 1, int(s["max_new_tokens"])
+        per_lang = EVAL_FULL_ITEMS["tydiqa"] / TYDIQA_LANGUAGES if full else int(limit)
+        return round(langs * per_lang), 1, int(s["max_new_tokens"])
+    if benchmark in ("codex", "alpaca_eval"):  # limit: problems / instructions
+        samples = int(s.get("n_samples", 1))
+        return (EVAL_FULL_ITEMS[benchmark] if full else int(limit)), samples, int(s["max_new_tokens"])
     raise InputError(f"no cost profile for benchmark {benchmark!r}")
 
 

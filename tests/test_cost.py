@@ -61,6 +61,16 @@ def test_plan_arithmetic(tmp_path):
     assert padded.loc["fine-tune base", "GPU-hours"] == pytest.approx(train["GPU-hours (padded)"])
 
 
+def test_eval_items_follow_each_benchmarks_limit():
+    assert cost.eval_items("bbh", None)[0] == 27 * 40  # the default: 40 examples per task
+    assert cost.eval_items("bbh", {"limit": None})[0] == 6511  # every example of the 27 tasks
+    assert cost.eval_items("tydiqa", {"limit": None, "languages": ["english"]})[0] == round(5077 / 9)
+    assert cost.eval_items("mmlu", {"limit": 10})[0] == 570 and cost.eval_items("mmlu", None) == (14042, 1, 0)
+    assert cost.eval_items("gsm", None)[0] == 200 and cost.eval_items("gsm", {"limit": "all"})[0] == 1319
+    assert cost.eval_items("codex", None) == (164, 20, 512)  # 20 samples a problem
+    assert cost.eval_items("alpaca_eval", {"limit": 5, "max_new_tokens": 64}) == (5, 1, 64)
+
+
 def test_plan_errors_name_the_key(tmp_path):
     config = small_config(tmp_path)
     config["datasets"]["hub"] = {"hf_name": "x/y"}
