@@ -13,9 +13,9 @@ peak (the MFU, a setting):
 
 Token counts come from the config: records per dataset (a local file is counted; a Hub dataset's size is
 ``paper.cost.records``), tokens of one rating row (``tokens_per_row``; else measured by the caller on rating
-shards; else ``tokens_per_record``, which it about equals) and of one training example (``tokens_per_record``), the benchmarks' protocols (items, shots, samples, budgets: their
-modules' ``DEFAULTS`` under ``evaluation.settings``) with prompt lengths measured on their public data
-(``EVAL_PROMPT_TOKENS``). Generation is planned at its budget (``max_new_tokens`` for every row): an upper bound,
+shards; else ``tokens_per_record``, which it about equals) and of one training example
+(``tokens_per_record``), the benchmarks' protocols (items, shots, samples, budgets: their modules' ``DEFAULTS``
+under ``evaluation.settings``) with prompt lengths measured on their public data (``EVAL_PROMPT_TOKENS``). Generation is planned at its budget (``max_new_tokens`` for every row): an upper bound,
 which static batches approach (a batch runs until its longest row ends).
 
 The jobs are the config's own, those of ``snakemake all tables/all figures/all``: rating every dataset with every

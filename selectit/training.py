@@ -8,9 +8,10 @@ rendered with the LLMZoo-style conversation ``template`` (a config value, see ``
 and trained with transformers' ``Trainer``. The loss covers the response tokens and the EOS only: the
 prompt and the padding are labelled ``-100``. Micro-batches are padding-free by default (``packing``:
 ``PackedCollator`` runs a micro-batch's examples as one sequence, attention kept within each example), so
-the model computes only real tokens; ``packing: false`` right-pads the rows instead (``SFTCollator``). A record longer than ``max_length`` keeps its whole prompt
-and loses the end of its response (and then its EOS); a record whose prompt alone fills ``max_length``
-has nothing to learn from and is dropped (counted in ``train_result.json``).
+the model computes only real tokens; ``packing: false`` right-pads the rows instead (``SFTCollator``). A
+record longer than ``max_length`` keeps its whole prompt and loses the end of its response (and then its
+EOS); a record whose prompt alone fills ``max_length`` has nothing to learn from and is dropped (counted in
+``train_result.json``).
 
 Hyperparameters come from a settings dict; ``DEFAULT_SETTINGS`` holds the paper's values (lr 2e-5, cosine,
 warmup ratio 0.03, no weight decay, 3 epochs, global batch 128, max length 4096, bf16 where the hardware
@@ -362,7 +363,8 @@ class PackedCollator:
     ``DataCollatorWithFlattening``), with ``position_ids`` that restart at 0 at every example and no attention
     mask. From those position ids transformers builds a block-diagonal causal mask (SDPA, eager, flex
     attention) or passes the sequence boundaries to flash-attention's variable-length kernels
-    (``flash_attention_2``: ``flash_kwargs`` adds ``cu_seq_lens``), so no token attends across examples.
+    (``flash_attention_2``: ``flash_kwargs`` adds ``cu_seq_lens``), and ``packed_sdpa_attention`` cuts the row
+    into its examples, so no token attends across examples.
 
     The micro-batch holds the same examples as the padded collator's and the same labels: the first label of
     each example, which the flattening sets to -100 so that the last token of one example is not trained to
@@ -449,7 +451,7 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
     return torch.cat(outputs, dim=1), None
 
 
-def _register_packed_sdpa() -> str:
+def register_packed_sdpa() -> str:
     """Register ``packed_sdpa_attention`` with transformers (no mask function: the model builds no mask for it)."""
     from transformers import AttentionInterface
 
@@ -473,7 +475,7 @@ def make_collator(settings: dict[str, Any], pad_token_id: int) -> tuple[Any, str
     if not settings["packing"]:
         return SFTCollator(pad_token_id), "sdpa"
     flash = flash_attention_available()
-    return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else _register_packed_sdpa()
+    return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else register_packed_sdpa()
 
 
 # -------------------------------------------------------------------------------------- checkpoints
