@@ -15,8 +15,9 @@ Token counts come from the config: records per dataset (a local file is counted;
 ``paper.cost.records``), tokens of one rating row (``tokens_per_row``; else measured by the caller on rating
 shards; else ``tokens_per_record``, which it about equals) and of one training example
 (``tokens_per_record``), the benchmarks' protocols (items, shots, samples, budgets: their modules' ``DEFAULTS``
-under ``evaluation.settings``) with prompt lengths measured on their public data (``EVAL_PROMPT_TOKENS``). Generation is planned at its budget (``max_new_tokens`` for every row): an upper bound,
-which static batches approach (a batch runs until its longest row ends).
+under ``evaluation.settings``) with prompt lengths measured on their public data (``EVAL_PROMPT_TOKENS``).
+Generation is planned at its budget (``max_new_tokens`` for every row): an upper bound, which static batches
+approach (a batch runs until its longest row ends).
 
 The jobs are the config's own, those of ``snakemake all tables/all figures/all``: rating every dataset with every
 rater under every prompt; IFD and the judge where a method of ``selection``, ``training`` or (with training
