@@ -470,11 +470,11 @@ def flash_attention_available() -> bool:
 
 def make_collator(settings: dict[str, Any], pad_token_id: int) -> tuple[Any, str]:
     """(collator, attention implementation) of resolved ``settings``: packed with flash-attention 2 where it
-    runs, packed with SDPA one example at a time elsewhere (``packed_sdpa_attention``), or right-padded with
-    SDPA (``packing: false``)."""
+    runs (a GPU, the flash_attn package, and bf16 training: its kernels take no fp32), packed with SDPA one
+    example at a time elsewhere (``packed_sdpa_attention``), or right-padded with SDPA (``packing: false``)."""
     if not settings["packing"]:
         return SFTCollator(pad_token_id), "sdpa"
-    flash = flash_attention_available()
+    flash = flash_attention_available() and resolve_bf16(settings["bf16"])
     return PackedCollator(flash_kwargs=flash), "flash_attention_2" if flash else register_packed_sdpa()
 
 

@@ -191,6 +191,18 @@ def test_packing_setting() -> None:
         resolve_settings({"packing": "yes"})
 
 
+def test_flash_attention_only_with_bf16(monkeypatch) -> None:
+    """On a GPU with flash-attn, packed batches take its varlen kernels, which need 16-bit inputs: with bf16
+    training; fp32 training packs with per-example SDPA."""
+    from selectit import training
+
+    monkeypatch.setattr(training, "flash_attention_available", lambda: True)
+    monkeypatch.setattr(training, "bf16_supported", lambda: True)
+    collator, attention = make_collator(resolve_settings({"bf16": "auto"}), 0)
+    assert attention == "flash_attention_2" and collator.flash_kwargs
+    assert make_collator(resolve_settings({"bf16": False}), 0)[1] == PACKED_SDPA
+
+
 def test_packed_and_padded_fine_tunes_log_the_same_losses(tmp_path: Path, tiny_model_dir) -> None:
     """Through the Trainer (shuffling, gradient accumulation, the loss normalised over the global batch):
     the same examples per step, the same logged losses; train_result.json records each run's padded share."""
