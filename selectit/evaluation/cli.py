@@ -1,8 +1,9 @@
 """Run one benchmark on one model: ``python -m selectit evaluate`` and the workflow's ``evaluate`` rule.
 
 ``evaluate`` imports the benchmark's module from ``BENCHMARKS`` and calls its
-``run(model_dir, data_dir, out_path, settings)``; it only sets up the CPU threads first (``selectit.host.prepare_cpu_threads``,
-so a job keeps to the cores the scheduler gave it) and a check of the settings' keys. ``check_settings``
+``run(model_dir, data_dir, out_path, settings)``; it only sets up the CPU threads first
+(``selectit.host.prepare_cpu_threads``, so a job keeps to the cores the scheduler gave it) and a check of the
+settings' keys. ``check_settings``
 runs the same key check without running anything, so the workflow rejects a typo in a benchmark's
 settings when it parses the config, not after training; ``check_evaluation`` adds the data folder and the
 AlpacaEval judge to it. ``data_files`` lists the files of a benchmark
