@@ -76,12 +76,10 @@ def n_tokens(tok, texts: list[str], add_special_tokens: bool = True, chunk: int 
 
 def padded_share(lengths: list[int], batch_size: int) -> tuple[float, int]:
     """(1 - real / padded positions, number of batches) for ``lengths`` cut into batches in the given order."""
-    real = padded = 0
-    for i in range(0, len(lengths), batch_size):
-        batch = lengths[i:i + batch_size]
-        real += sum(batch)
-        padded += len(batch) * max(batch)
-    return 1.0 - real / padded, -(-len(lengths) // batch_size)
+    from selectit.rating import fixed_batches, padding_share
+
+    batches = fixed_batches(len(lengths), batch_size)
+    return padding_share(lengths, batches), len(batches)
 
 
 # ------------------------------------------------------------------------------ prompts, by each module

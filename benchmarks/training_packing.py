@@ -39,7 +39,7 @@ DATA = REPO / "../shared/data/alpaca/alpaca_en_demo.json"
 
 def random_batch_shares(lengths: list[int], sizes: list[int], seed: int = 0, draws: int = 20) -> dict[int, float]:
     """Mean padded share of right-padded micro-batches of each size over ``draws`` random orders."""
-    from selectit.training import padded_share
+    from selectit.rating import fixed_batches, padding_share
 
     rng = random.Random(seed)
     out = {}
@@ -48,7 +48,7 @@ def random_batch_shares(lengths: list[int], sizes: list[int], seed: int = 0, dra
         for _ in range(draws):
             order = lengths[:]
             rng.shuffle(order)
-            shares.append(padded_share(order, size))
+            shares.append(padding_share(order, fixed_batches(len(order), size)))
         out[size] = sum(shares) / len(shares)
     return out
 

@@ -152,6 +152,11 @@ def plan_low_padding(lengths: Sequence[int], token_budget: int, max_rows: int = 
         cost /= 2
 
 
+def fixed_batches(n: int, size: int) -> list[range]:
+    """Row indices 0..n-1 cut, in their order, into batches of ``size`` (the last may be shorter)."""
+    return [range(start, min(start + size, n)) for start in range(0, n, size)]
+
+
 def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
     """1 - real tokens / padded tokens of a batch plan (each batch padded to its longest row)."""
     padded = sum(max(lengths[i] for i in b) * len(b) for b in batches if b)

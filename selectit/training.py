@@ -409,16 +409,6 @@ class BatchCounter:
                 "padded_share": 1.0 - self.tokens / self.positions if self.positions else None}
 
 
-def padded_share(lengths: Sequence[int], batch_size: int) -> float:
-    """Share of padded positions when ``lengths`` are cut, in this order, into right-padded batches."""
-    positions = tokens = 0
-    for start in range(0, len(lengths), batch_size):
-        chunk = lengths[start:start + batch_size]
-        positions += max(chunk) * len(chunk)
-        tokens += sum(chunk)
-    return 1.0 - tokens / positions if positions else 0.0
-
-
 #: The attention of packed rows where flash-attn is not there (CPU): ``packed_sdpa_attention``.
 PACKED_SDPA = "selectit_packed_sdpa"
 

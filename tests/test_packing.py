@@ -21,11 +21,11 @@ from selectit.training import (
     SFTCollator,
     register_packed_sdpa,
     make_collator,
-    padded_share,
     resolve_settings,
     tokenize_subset,
     train,
 )
+from selectit.rating import fixed_batches, padding_share
 from tests.conftest import SHARED
 
 ALPACA = SHARED / "data" / "alpaca" / "alpaca_en_demo.json"
@@ -171,12 +171,13 @@ def test_batch_counter_and_padded_share(examples) -> None:
     padded.count(SFTCollator(0)(examples[:3])), padded.count(SFTCollator(0)(examples[3:]))
     assert padded.summary()["tokens"] == sum(lengths)
     assert padded.summary()["positions"] == 3 * max(lengths[:3]) + 3 * max(lengths[3:])
-    assert padded.summary()["padded_share"] == pytest.approx(padded_share(lengths, 3))
-    assert padded_share(lengths, 3) > 0.2
+    in_threes = padding_share(lengths, fixed_batches(len(lengths), 3))
+    assert padded.summary()["padded_share"] == pytest.approx(in_threes) and in_threes > 0.2
     packed = BatchCounter()
     packed.count(PackedCollator()(examples[:3])), packed.count(PackedCollator()(examples[3:]))
     assert packed.summary()["padded_share"] == 0.0 and packed.summary()["positions"] == sum(lengths)
-    assert padded_share([5, 5, 5], 2) == 0.0 and padded_share([1, 3], 2) == pytest.approx(2 / 6)
+    assert padding_share([5, 5, 5], fixed_batches(3, 2)) == 0.0
+    assert padding_share([1, 3], fixed_batches(2, 2)) == pytest.approx(2 / 6)
 
 
 def test_packing_setting() -> None:
