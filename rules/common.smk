@@ -330,6 +330,7 @@ import os
 from selectit import resources
 from selectit.evaluation import BENCHMARKS
 from selectit.evaluation.cli import check_evaluation, check_settings, data_files
+from selectit.training import base_settings as training_base_settings
 
 TRAINING = config["training"]
 EVALUATION = config["evaluation"]
@@ -348,7 +349,7 @@ def base_model_spec(base):
 
 def base_settings(base):
     """Training settings of one base: training.settings, then the base's own `settings` over them."""
-    return {**TRAINING["settings"], **(BASES[base].get("settings") or {})}
+    return training_base_settings(TRAINING, base)
 
 
 for _base, _spec in BASES.items():

@@ -40,7 +40,7 @@ from selectit.evaluation.cli import benchmark_module
 from selectit.models import LAYER_SPLIT, ONE_DEVICE, TENSOR_PARALLEL, parallel_mode, rater_gpus
 from selectit.paper.plan import DEFAULTS as PAPER_DEFAULTS
 from selectit.paper.plan import TENSOR_PARALLEL_EFFICIENCY, all_runs
-from selectit.training import resolve_settings
+from selectit.training import base_settings, resolve_settings
 
 #: The MFU of each job kind where paper.cost.mfu does not set it (its other defaults: selectit.paper.plan.DEFAULTS).
 MFU = {"forward": 0.4, "training": 0.4, "generation": 0.05}
@@ -125,10 +125,11 @@ def training_runs(config: dict) -> list[tuple]:
     return sorted(grid)
 
 
-def base_settings(config: dict, base: str) -> dict[str, Any]:
-    training = config.get("training") or {}
-    settings = {**(training.get("settings") or {}), **((training["bases"][base] or {}).get("settings") or {})}
-    settings.pop("deepspeed", None)  # a path checked where the job runs; it changes no token count
+def resolved_base_settings(config: dict, base: str) -> dict[str, Any]:
+    """A base's training settings with the defaults filled in (its DeepSpeed file, checked where the job runs,
+    changes no token count and is left out)."""
+    settings = base_settings(config.get("training") or {}, base)
+    settings.pop("deepspeed", None)
     return resolve_settings(settings)
 
 
@@ -256,7 +257,7 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
     benchmarks = list((config.get("evaluation") or {}).get("benchmarks") or _default("evaluation", "benchmarks"))
     eval_settings = (config.get("evaluation") or {}).get("settings") or {}
     for base, dataset, method, proportion, _seed in runs:
-        settings = base_settings(config, base)
+        settings = resolved_base_settings(config, base)
         theta = model_theta((config["training"]["bases"][base] or {}).get("rater", base), cost, root,
                             "training base")
         if settings["max_steps"] > 0:

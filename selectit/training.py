@@ -171,6 +171,12 @@ def resolve_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def base_settings(training: dict[str, Any], base: str) -> dict[str, Any]:
+    """One base's training settings as configured (not resolved): ``training.settings``, then the base's own
+    ``settings`` over them (a key given there replaces that key whole)."""
+    return {**(training.get("settings") or {}), **((training["bases"][base] or {}).get("settings") or {})}
+
+
 def gradient_accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
     """Accumulation steps so that per-device batch x steps x world size == global batch (else InputError)."""
     for name, value in (("global_batch_size", global_batch_size), ("per_device_batch_size", per_device_batch_size),
