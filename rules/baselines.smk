@@ -25,7 +25,7 @@ rule ifd_shard:
         shard_hash=shard_hash,
         max_length=IFD["max_length"],
         variant=IFD["variant"],
-        dtype=config["rating"]["dtype"],
+        numerics=RATING_NUMERICS,
         prompt_sha=IFD_PROMPT_SHA,
     script:
         "../scripts/ifd_shard.py"
@@ -69,7 +69,7 @@ rule judge_shard:
         dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         judge=result_settings(JUDGE),
-        dtype=config["rating"]["dtype"] if JUDGE["type"] == "hf" else None,
+        numerics=RATING_NUMERICS if JUDGE["type"] == "hf" else None,
     script:
         "../scripts/judge_shard.py"
 

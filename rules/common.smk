@@ -2,7 +2,7 @@
 import json
 import re as _re
 
-from selectit import layout
+from selectit import engines, layout
 from selectit.workflow import file_digest, rating_prompts, shard_hashes
 from selectit.data import shard_names
 from selectit.errors import InputError
@@ -29,6 +29,10 @@ MODELS = config["models"]
 PROMPTS = rating_prompts(config)
 PROMPT_BY_ID = {p.id: p for p in PROMPTS}
 SELECTION = config["selection"]
+# What runs the raters, IFD and a local judge (selectit.engines), as the one param value of their numerics;
+# an engine not installed here stops `snakemake -n` with the key and the command that installs it.
+RATING_NUMERICS = engines.numerics(config["rating"]["engine"], config["rating"]["dtype"])
+engines.check(config["rating"]["engine"], "config rating.engine")
 
 
 wildcard_constraints:
@@ -379,6 +383,7 @@ EVAL_DOWNLOADS = (
 )
 EVAL_DOWNLOAD_PATHS = "|".join(_re.escape(f.path) for f in resources.FILES)
 if BASES:
+    engines.check(EVALUATION["engine"], "config evaluation.engine")
     check_evaluation(
         EVALUATION["data_dir"],
         EVALUATION["benchmarks"],
@@ -470,7 +475,12 @@ def eval_targets():
 
 
 def eval_settings(benchmark):
-    return EVALUATION["settings"].get(benchmark) or {}
+    """The benchmark's settings, with the engine where it is not the default (so results made before the engine
+    was a choice keep their params)."""
+    settings = EVALUATION["settings"].get(benchmark) or {}
+    if EVALUATION["engine"] != engines.DEFAULT:
+        settings = {**settings, "engine": EVALUATION["engine"]}
+    return settings
 
 
 def eval_data(wildcards):

@@ -23,6 +23,6 @@ rule rate_shard:
         prompt_text=lambda w: PROMPT_BY_ID[w.prompt].text,
         score_levels=config["score_levels"],
         max_length=config["rating"]["max_length"],
-        dtype=config["rating"]["dtype"],
+        numerics=RATING_NUMERICS,
     script:
         "../scripts/rate_shard.py"

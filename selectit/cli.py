@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from selectit.engines import DEFAULT as ENGINE_DEFAULT
+from selectit.engines import ENGINES
 from selectit.errors import SelectITError
 
 # Modules that add their own subcommands with register_cli(subparsers).
@@ -43,32 +45,37 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 def cmd_rate(args: argparse.Namespace) -> None:
     """Rate a data file (a normalised samples/shard Parquet, or a raw Alpaca/ShareGPT file) under K prompts."""
+    from selectit.host import prepare_cpu_threads
+
+    prepare_cpu_threads(args.threads)  # before torch loads
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
 
-    from selectit.data import load_dataset_table
-    from selectit.models import load_prepared, parse_dtype, read_model_info
-    from selectit.prompts import load_prompts, select_prompts
     from selectit.atomic import write_parquet_atomic
+    from selectit.data import load_dataset_table
+    from selectit.engines import check, open_engine
+    from selectit.models import read_model_info
+    from selectit.prompts import load_prompts, select_prompts
     from selectit.rating import rate_shard
 
-    torch.set_num_threads(args.threads)
+    check(args.engine, "--engine")
     if args.data.endswith(".parquet"):
         data = pq.read_table(args.data).to_pandas()
     else:
         data, _ = load_dataset_table({"path": args.data})
     prompts = select_prompts(load_prompts(args.prompts), args.n_prompts)
     info = read_model_info(args.model)
-    model, tokenizer = load_prepared(args.model, dtype=parse_dtype(args.dtype))
     tables, all_stats = [], []
-    for prompt in prompts:
-        table, stats = rate_shard(data, prompt, model, tokenizer, args.k, args.max_length, info["name"],
-                                  args.token_budget)
-        tables.append(table)
-        all_stats.append(stats)
+    with open_engine(args.engine, args.model, dtype=args.dtype, threads=args.threads, model_name=info["name"],
+                     max_model_len=args.max_length + 1) as engine:
+        for prompt in prompts:
+            table, stats = rate_shard(data, prompt, engine, engine.tokenizer, args.k, args.max_length, info["name"],
+                                      args.token_budget)
+            tables.append(table)
+            all_stats.append(stats)
+        described = engine.describe()
     meta = {"model": info["name"], "model_fingerprint": info["fingerprint"], "prompt_ids": [p.id for p in prompts],
-            "k": args.k, "max_length": args.max_length, "dtype": str(model.dtype)}
+            "k": args.k, "max_length": args.max_length, "dtype": described["dtype"], "engine": args.engine}
     write_parquet_atomic(pa.concat_tables(tables), args.out, meta)
     rows = sum(s["rows"] for s in all_stats)
     secs = sum(s["seconds"] for s in all_stats)
@@ -153,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="score levels 1..K")
     p.add_argument("--max-length", type=int, default=2048)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--engine", default=ENGINE_DEFAULT, choices=list(ENGINES),
+                   help="what runs the model (default %(default)s; vllm needs `make setup-vllm`)")
     p.add_argument("--token-budget", type=int, default=8192, help="padded tokens per batch")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)

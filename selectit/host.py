@@ -163,3 +163,29 @@ def prepare_cpu_threads(requested: int | None = None, **probe: Any) -> dict[str,
     torch.set_num_threads(threads)
     return {"threads": threads, "cpu_limits": limits, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "omp_env_applied": applied, "malloc": malloc}
+
+
+def job_memory_bytes(environ: Any = None, meminfo: str | Path = "/proc/meminfo",
+                     cgroup_root: str | Path = "/sys/fs/cgroup") -> tuple[int | None, dict[str, Any]]:
+    """The memory a job may still take: the least of the machine's available memory (``MemAvailable``), what its
+    cgroup (v2 ``memory.max`` less ``memory.current``) and Slurm (``SLURM_MEM_PER_NODE``, MiB) allow. Returns
+    (bytes or None where nothing could be read, the limits seen)."""
+    environ = os.environ if environ is None else environ
+    limits: dict[str, Any] = {}
+    try:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits["available"] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cap = (Path(cgroup_root) / "memory.max").read_text().strip()
+        if cap.isdigit():
+            used = int((Path(cgroup_root) / "memory.current").read_text().strip() or 0)
+            limits["cgroup"] = max(0, int(cap) - used)
+    except (OSError, ValueError):
+        pass
+    slurm = str(environ.get("SLURM_MEM_PER_NODE", "")).strip()
+    if slurm.isdigit() and int(slurm) > 0:
+        limits["slurm"] = int(slurm) << 20
+    return (min(limits.values()) if limits else None), limits

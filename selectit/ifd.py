@@ -69,6 +69,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from selectit.engines.base import Engine
+from selectit.engines.hf import HFEngine
 from selectit.errors import InputError
 
 # The conditioned text: "Instruction:\n{instruction}\n\nResponse:\n{response}" (our own simple format).
@@ -301,7 +303,8 @@ def _forward_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_
 
 def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, token_budget: int = 8192,
               model_name: str = "model", variant: str = "simple") -> tuple[pa.Table, dict[str, Any]]:
-    """IFD of every sample of a shard; rows keep the shard's order. ``variant`` ``cherry`` reads the raw
+    """IFD of every sample of a shard; rows keep the shard's order. ``model``: a loaded HF model, or any
+    ``selectit.engines.base.Engine`` (``tokenizer``: its tokenizer). ``variant`` ``cherry`` reads the raw
     Alpaca fields ``instruction`` and ``input`` (``with_alpaca_fields``; no ``input`` column: input "")
     and leaves the records Cherry_LLM computes no IFD for at NaN."""
     from selectit.rating import RatingStats
@@ -321,11 +324,11 @@ def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, 
         pairs = [encode_cherry(tokenizer, i, x, r, max_length)
                  for i, x, r in zip(shard["instruction"], inputs, shard["response"])]
     defined = [k for k, p in enumerate(pairs) if p.undefined is None]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     stats = RatingStats()
     seqs = [pairs[k].conditioned for k in defined] + [pairs[k].response_only for k in defined]
     n_scored = [pairs[k].n_scored for k in defined] + [pairs[k].n_alone for k in defined]
-    losses = mean_response_losses(model, seqs, n_scored, token_budget, pad, stats)
+    engine = model if isinstance(model, Engine) else HFEngine(model, tokenizer, model_name)
+    losses = engine.losses(seqs, n_scored, token_budget=token_budget, stats=stats)
     conditioned, alone = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
     conditioned[defined], alone[defined] = losses[:len(defined)], losses[len(defined):]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -355,21 +358,26 @@ def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, 
 
 def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, out_path: str | Path,
                    dtype: str | None = "auto", token_budget: int = 8192, threads: int | None = None,
-                   gpus: int = 1, variant: str = "simple") -> dict[str, Any]:
-    """IFD of one shard with one prepared model, written atomically with the model and settings as metadata.
-    For ``cherry`` the shard needs the raw Alpaca fields (``with_alpaca_fields``)."""
+                   gpus: int = 1, variant: str = "simple", engine: str = "hf") -> dict[str, Any]:
+    """IFD of one shard with one prepared model run by ``engine``, written atomically with the model and settings
+    as metadata. For ``cherry`` the shard needs the raw Alpaca fields (``with_alpaca_fields``)."""
     from selectit.atomic import write_parquet_atomic
     from selectit.host import prepare_cpu_threads
 
-    prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
-    from selectit.models import load_prepared, parse_dtype, read_model_info
+    cpu = prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
+    from selectit.engines import open_engine
+    from selectit.models import read_model_info
 
     prompt = variant_prompt(variant)
     info = read_model_info(model_dir)
-    model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), gpus=gpus)
-    table, stats = ifd_shard(shard, model, tokenizer, max_length, token_budget, info["name"], variant)
+    with open_engine(engine, model_dir, dtype=dtype, gpus=gpus, threads=cpu["threads"], model_name=info["name"],
+                     max_model_len=max_length + 1) as runner:
+        table, stats = ifd_shard(shard, runner, runner.tokenizer, max_length, token_budget, info["name"], variant)
+        described = runner.describe()
     meta = {"model": info["name"], "model_fingerprint": info["fingerprint"], "max_length": max_length,
-            "dtype": str(model.dtype), "prompt": prompt, "variant": variant}
+            "dtype": described["dtype"], "prompt": prompt, "variant": variant}
+    if engine != "hf":  # the HF engine's shards keep the metadata they had before engines were a choice
+        meta["engine"] = engine
     write_parquet_atomic(table, out_path, meta)
     stats.update(meta)
     return stats

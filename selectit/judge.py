@@ -35,6 +35,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from selectit.engines.base import Engine
+from selectit.engines.hf import HFEngine
 from selectit.errors import InputError
 
 JUDGE_PROMPT = (
@@ -186,21 +188,10 @@ def encode_judge_row(tokenizer: Any, instruction: str, response: str, prefix: st
     return ids, True
 
 
-def _judge_scorer(model: Any, tokenizer: Any, score_ids: list[int], **kwargs: Any):
-    """The rater's batched last-position forward (selectit.rating.Rater) reading the judge's digit tokens."""
-    from selectit.rating import Rater
-
-    class JudgeScorer(Rater):
-        def __init__(self) -> None:
-            super().__init__(model, tokenizer, 2, **kwargs)  # k and the score tokens are replaced below
-            self.score_ids, self.k = list(score_ids), len(score_ids)
-
-    return JudgeScorer()
-
-
 def hf_judge_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, token_budget: int = 8192,
                    model_name: str = "judge", progress: bool = True) -> tuple[pa.Table, dict[str, Any]]:
-    """Expected 0-5 scores of every sample of a shard with a local judge; rows keep the shard's order."""
+    """Expected 0-5 scores of every sample of a shard with a local judge; rows keep the shard's order. ``model``: a
+    loaded HF model, or any ``selectit.engines.base.Engine`` (``tokenizer``: its tokenizer)."""
     from selectit.rating import EncodedRow
 
     marker = "\x00INSTRUCTION\x00"
@@ -211,9 +202,9 @@ def hf_judge_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: 
         ids, truncated = encode_judge_row(tokenizer, instruction, response, prefix, max_length)
         rows.append(EncodedRow(pos, ids, truncated))
     head = _encode(tokenizer, probe[:probe.index(marker)])
-    scorer = _judge_scorer(model, tokenizer, score_ids, model_name=model_name, token_budget=token_budget,
-                           progress=progress, prefix_ids=head)
-    logits, mass = scorer.rate(rows, list(shard["id"]))
+    engine = model if isinstance(model, Engine) else HFEngine(model, tokenizer, model_name)
+    logits, mass, stats = engine.score(rows, list(shard["id"]), score_ids, prefix_ids=head,
+                                       token_budget=token_budget, progress=progress)
     n = len(shard)
     table = pa.table({
         "id": pa.array(shard["id"].tolist(), pa.string()),
@@ -223,7 +214,6 @@ def hf_judge_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: 
         "score_mass": pa.array(mass.astype(np.float64), pa.float64()),
         "answer": pa.array([""] * n, pa.string()),
     }, schema=JUDGE_SCHEMA)
-    stats = scorer.stats.as_dict()
     stats.update(answer_prefix=prefix, score_token_ids=score_ids, truncated_rows=int(sum(r.truncated for r in rows)))
     return table, stats
 
@@ -264,7 +254,7 @@ def openai_judge_shard(shard: pd.DataFrame, settings: dict[str, Any]) -> tuple[p
 
 # ------------------------------------------------------------------------------------------------ files
 def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: str | Path, dtype: str | None = "auto",
-                     threads: int | None = None, gpus: int = 1) -> dict[str, Any]:
+                     threads: int | None = None, gpus: int = 1, engine: str = "hf") -> dict[str, Any]:
     """Judge one shard and write it atomically, with the judge's identity and settings as metadata."""
     from selectit.atomic import write_parquet_atomic
 
@@ -272,15 +262,21 @@ def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: st
     if settings["type"] == "hf":
         from selectit.host import prepare_cpu_threads
 
-        prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
-        from selectit.models import load_prepared, parse_dtype, read_model_info
+        cpu = prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
+        from selectit.engines import open_engine
+        from selectit.models import read_model_info
 
         info = read_model_info(settings["model_dir"])
-        model, tokenizer = load_prepared(settings["model_dir"], dtype=parse_dtype(dtype), gpus=gpus)
-        table, stats = hf_judge_shard(shard, model, tokenizer, int(settings["max_length"]),
-                                      int(settings["token_budget"]), info["name"])
-        meta.update(model=info["name"], model_fingerprint=info["fingerprint"], dtype=str(model.dtype),
-                    max_length=int(settings["max_length"]))
+        max_length = int(settings["max_length"])
+        with open_engine(engine, settings["model_dir"], dtype=dtype, gpus=gpus, threads=cpu["threads"],
+                         model_name=info["name"], max_model_len=max_length + 1) as runner:
+            table, stats = hf_judge_shard(shard, runner, runner.tokenizer, max_length, int(settings["token_budget"]),
+                                          info["name"])
+            described = runner.describe()
+        meta.update(model=info["name"], model_fingerprint=info["fingerprint"], dtype=described["dtype"],
+                    max_length=max_length)
+        if engine != "hf":  # the HF engine's shards keep the metadata they had before engines were a choice
+            meta["engine"] = engine
     else:
         table, stats = openai_judge_shard(shard, settings)
         meta.update(model=settings["model"], base_url=settings["base_url"], max_tokens=int(settings["max_tokens"]))

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selectit.atomic import write_parquet_atomic
+from selectit.engines.base import Engine
+from selectit.engines.hf import HFEngine
 from selectit.host import empty_cache, is_oom, prepare_cpu_threads
 from selectit.errors import InputError, NonFiniteLogitsError
 from selectit.prompts import ANSWER_TAIL, RatingPrompt, build_rating_prompt, cut_middle, prompt_head
@@ -317,10 +319,13 @@ class Rater:
 
     def __init__(self, model: Any, tokenizer: Any, k: int, model_name: str = "model",
                  token_budget: int = 8192, max_rows: int = 256, progress: bool = True,
-                 prefix_ids: Sequence[int] | None = None, compile: bool | None = None):
-        self.model, self.tokenizer, self.k = model, tokenizer, k
+                 prefix_ids: Sequence[int] | None = None, compile: bool | None = None,
+                 score_ids: Sequence[int] | None = None):
+        self.model, self.tokenizer = model, tokenizer
         self.model_name = model_name
-        self.score_ids = score_token_ids(tokenizer, k, model_name)
+        # the score tokens: "1".."k" (score_token_ids), or the ids given (the judge's digits)
+        self.score_ids = [int(t) for t in score_ids] if score_ids else score_token_ids(tokenizer, k, model_name)
+        self.k = len(self.score_ids)
         self.token_budget, self.max_rows, self.progress = token_budget, max_rows, progress
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (tokenizer.eos_token_id or 0)
@@ -563,7 +568,8 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
                max_length: int, model_name: str = "model", token_budget: int = 8192,
                progress: bool = True, *, prefix_cache: bool = True, compile: bool | None = None,
                max_rows: int = 256) -> tuple[pa.Table, dict[str, Any]]:
-    """Rate every sample of a shard under one prompt; rows keep the shard's order.
+    """Rate every sample of a shard under one prompt; rows keep the shard's order. ``model``: a loaded HF model
+    (run by the HF engine), or any ``selectit.engines.base.Engine`` (then ``tokenizer`` is its tokenizer).
 
     prefix_cache: compute the keys and values of the rating-prompt head (``prompt_head``) once and reuse them for
     every row whose tokens start with exactly the head's tokens (see ``Rater``). compile: see ``Rater``.
@@ -581,9 +587,11 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
         encoded.append(EncodedRow(pos, list(ids), truncated))
     encode_seconds = time.perf_counter() - start
     prefix = tokenizer(prompt_head(prompt.text))["input_ids"] if prefix_cache else None
-    rater = Rater(model, tokenizer, k, model_name, token_budget=token_budget, max_rows=max_rows,
-                  progress=progress, prefix_ids=prefix, compile=compile)
-    logits, mass = rater.rate(encoded, list(shard["id"]))
+    engine = model if isinstance(model, Engine) else HFEngine(model, tokenizer, model_name)
+    score_ids = score_token_ids(tokenizer, k, model_name)
+    logits, mass, stats = engine.score(encoded, list(shard["id"]), score_ids, prefix_ids=prefix,
+                                       token_budget=token_budget, max_rows=max_rows, progress=progress,
+                                       **({"compile": compile} if engine.name == "hf" else {}))
     table = pa.table({
         "id": pa.array(shard["id"].tolist(), pa.string()),
         "prompt_id": pa.array([prompt.id] * len(shard), pa.string()),
@@ -592,10 +600,8 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
         "n_tokens": pa.array([len(e.input_ids) for e in encoded], pa.int32()),
         "truncated": pa.array([e.truncated for e in encoded], pa.bool_()),
     }, schema=RATING_SCHEMA)
-    stats = rater.stats.as_dict()
-    stats["score_token_ids"] = rater.score_ids
+    stats["score_token_ids"] = score_ids
     stats["truncated_rows"] = int(sum(e.truncated for e in encoded))
-    stats["compiled"] = rater.compiled
     stats["encode_seconds"] = round(encode_seconds, 3)
     return table, stats
 
@@ -603,13 +609,17 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
 def rate_shard_file(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt, k: int,
                     max_length: int, out_path: str | Path, dtype: str | None = "auto", token_budget: int = 8192,
                     threads: int | None = None, stats_path: str | Path | None = None,
-                    model_name: str | None = None, gpus: int = 1) -> dict[str, Any]:
+                    model_name: str | None = None, gpus: int = 1, engine: str = "hf") -> dict[str, Any]:
     """Rate one shard (a Parquet file or a table) under one prompt with one prepared model; write the
-    rating shard atomically. ``gpus`` > 1 (``selectit.models.parallel_mode``): where the architecture has a
+    rating shard atomically. ``engine``: ``hf`` (this process, below) or another of ``selectit.engines.ENGINES``
+    (``rate_with_engine``). ``gpus`` > 1 (``selectit.models.parallel_mode``): where the architecture has a
     tensor-parallel plan, this job launches ``gpus`` torchrun processes (``rate_tensor_parallel``), one per GPU, each
     holding 1/gpus of every layer, and the first of them writes the shard; otherwise the layers are split across the
     GPUs (``load_prepared``). The log, the stats and the shard's metadata (``parallel``) say which ran."""
     cpu = prepare_cpu_threads(threads)  # before torch is first imported in a rating job's process
+    if engine != "hf":
+        return rate_with_engine(engine, model_dir, shard, prompt, k, max_length, out_path, dtype, token_budget,
+                                stats_path, model_name, gpus, cpu)
 
     from selectit.launch import under_torchrun
     from selectit.models import TENSOR_PARALLEL, parallel_mode
@@ -666,6 +676,36 @@ def _rate_loaded(model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt
     stats["devices"] = sorted({d for w in processes_seen for d in w["devices"]})
     stats.update(cpu)
     if stats_path and rank() == 0:
+        Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
+def rate_with_engine(engine: str, model_dir: str | Path, shard: str | Path | pd.DataFrame, prompt: RatingPrompt,
+                     k: int, max_length: int, out_path: str | Path, dtype: str | None, token_budget: int,
+                     stats_path: str | Path | None, model_name: str | None, gpus: int,
+                     cpu: dict[str, Any]) -> dict[str, Any]:
+    """Rate a shard with an engine that runs the model itself (vLLM: its own tensor parallelism over ``gpus``);
+    the shard's metadata and the stats name the engine."""
+    from selectit.engines import open_engine
+    from selectit.models import read_model_info
+
+    info = read_model_info(model_dir)
+    name = model_name or info["name"]
+    if not isinstance(shard, pd.DataFrame):
+        shard = pq.read_table(shard).to_pandas()
+    with open_engine(engine, model_dir, dtype=dtype, threads=cpu["threads"], gpus=gpus, model_name=name,
+                     max_model_len=max_length + 1) as runner:
+        table, stats = rate_shard(shard, prompt, runner, runner.tokenizer, k, max_length, name, token_budget)
+        described = runner.describe()
+    meta = {"model": name, "model_fingerprint": info["fingerprint"], "prompt_id": prompt.id, "k": k,
+            "max_length": max_length, "dtype": described["dtype"], "score_token_ids": stats["score_token_ids"],
+            "engine": engine, "parallel": {"mode": engine, "gpus": gpus, "processes": 1}}
+    write_parquet_atomic(table, out_path, meta)
+    stats.update(meta)
+    stats["engine_info"] = described
+    stats["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
+    stats.update(cpu)
+    if stats_path:
         Path(stats_path).write_text(json.dumps(stats, indent=1) + "\n")
     return stats
 

@@ -113,7 +113,13 @@ def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
     atomic.write_json_atomic(path, payload, indent=2, allow_nan=False)
 
 
+# the setting every benchmark takes: which engine runs the model (selectit.engines; the workflow sets it from
+# evaluation.engine, and only where it is not the default, so results made before engines were a choice stand)
+ENGINE_DEFAULTS: dict[str, Any] = {"engine": "hf"}
+
+
 def merge_settings(defaults: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
+    defaults = {**ENGINE_DEFAULTS, **defaults}
     settings = dict(settings or {})
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
@@ -127,7 +133,14 @@ def merge_settings(defaults: dict[str, Any], settings: dict[str, Any] | None) ->
 
 # -------------------------------------------------------------------------------------------- models
 def load_model(model_dir: str | Path, settings: dict[str, Any]):
-    """(model, tokenizer) for generation: eval mode, left padding, a pad token."""
+    """(model, tokenizer) for generation: eval mode, left padding, a pad token. With ``settings["engine"]`` other
+    than ``hf``: (that engine, its tokenizer); ``generate`` hands the work to it."""
+    engine = settings.get("engine") or "hf"
+    if engine != "hf":
+        from selectit.engines import open_engine
+
+        runner = open_engine(engine, model_dir, dtype=settings.get("dtype"), seed=int(settings.get("seed", 0)))
+        return runner, runner.tokenizer
     import torch
 
     from selectit.models import load_prepared, parse_dtype
@@ -170,16 +183,35 @@ def truncate_at_stops(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
-def _encode(tokenizer, prompts: Sequence[str]):
-    """Tokenise without duplicating a BOS the prompt text already carries (chat templates do), padded on the left
-    whatever the tokenizer's own ``padding_side``: a decoder continues each row from its last position, so right
-    padding would put pad tokens between a short prompt and its continuation (silently wrong completions)."""
+def adds_special_tokens(tokenizer, prompts: Sequence[str]) -> bool:
+    """Whether to let the tokenizer add its special tokens: not where every prompt carries the BOS text already
+    (chat templates do), which would duplicate it."""
     bos = tokenizer.bos_token
-    add_special = not (bos and all(p.startswith(bos) for p in prompts))
+    return not (bos and all(p.startswith(bos) for p in prompts))
+
+
+def prompt_ids(tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Each prompt's token ids, as every engine feeds them to its model."""
+    add_special = adds_special_tokens(tokenizer, prompts)
+    return [list(ids) for ids in tokenizer(list(prompts), add_special_tokens=add_special)["input_ids"]]
+
+
+def check_generation(max_new_tokens: int, batch_size: int, n_samples: int, do_sample: bool,
+                     temperature: float) -> None:
+    if batch_size < 1 or max_new_tokens < 1 or n_samples < 1:
+        raise InputError("batch_size, max_new_tokens and n_samples must be >= 1")
+    if do_sample and temperature <= 0:
+        raise InputError(f"sampling needs temperature > 0, got {temperature}")
+
+
+def _encode(tokenizer, prompts: Sequence[str]):
+    """Tokenise (``prompt_ids``' ids), padded on the left whatever the tokenizer's own ``padding_side``: a decoder
+    continues each row from its last position, so right padding would put pad tokens between a short prompt and
+    its continuation (silently wrong completions)."""
     if tokenizer.pad_token_id is None:
         raise InputError("batched generation needs a tokenizer with a pad token (load_model sets the EOS as one)")
     return tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
-                     add_special_tokens=add_special)
+                     add_special_tokens=adds_special_tokens(tokenizer, prompts))
 
 
 def _stop_criteria(tokenizer, stops: Sequence[str], prompt_len: int):
@@ -214,13 +246,15 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, b
     samples. Continuations are decoded without special tokens (``completion_text``: together with their
     prompt, which is then cut off) and cut at the first stop string.
     """
+    from selectit.engines.base import Engine
+
+    if isinstance(model, Engine):
+        return model.generate(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p, n_samples=n_samples, stop=stop, seed=seed)
     import torch
     from transformers import GenerationConfig
 
-    if batch_size < 1 or max_new_tokens < 1 or n_samples < 1:
-        raise InputError("batch_size, max_new_tokens and n_samples must be >= 1")
-    if do_sample and temperature <= 0:
-        raise InputError(f"sampling needs temperature > 0, got {temperature}")
+    check_generation(max_new_tokens, batch_size, n_samples, do_sample, temperature)
     lengths = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
     rows = [(i, j) for i in range(len(prompts)) for j in range(n_samples)]
     rows.sort(key=lambda r: (-lengths[r[0]], r[0], r[1]))

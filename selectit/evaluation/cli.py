@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from selectit.engines import DEFAULT as ENGINE_DEFAULT
+from selectit.engines import ENGINES, check
 from selectit.errors import InputError
 from selectit.evaluation import BENCHMARKS
 
@@ -53,7 +55,9 @@ def known_settings(benchmark: str) -> set[str] | None:
     defaults = getattr(module, "DEFAULTS", None)
     if not isinstance(defaults, dict):
         return None
-    keys = set(defaults)
+    from selectit.evaluation._textgen import ENGINE_DEFAULTS
+
+    keys = set(defaults) | set(ENGINE_DEFAULTS)
     common = importlib.import_module(_LMEVAL_COMMON)
     if getattr(module, "lt", None) is common:
         keys |= set(common.COMMON_DEFAULTS)
@@ -134,8 +138,11 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 def run_cli(args: argparse.Namespace) -> None:
     from selectit.training import read_settings_arg
 
-    result = evaluate(args.benchmark, args.model, args.data_dir, args.out, read_settings_arg(args.settings_json),
-                      args.threads)
+    settings = read_settings_arg(args.settings_json) or {}
+    if args.engine != ENGINE_DEFAULT:
+        check(args.engine, "--engine")
+        settings = {**settings, "engine": args.engine}
+    result = evaluate(args.benchmark, args.model, args.data_dir, args.out, settings, args.threads)
     print(json.dumps({**summary(result), "out": args.out}))
 
 
@@ -151,4 +158,6 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--settings-json", default=None,
                         help="benchmark settings: a JSON file or an inline JSON object (default: the paper's protocol)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--engine", default=ENGINE_DEFAULT, choices=list(ENGINES),
+                        help="what runs the model (default %(default)s; vllm needs `make setup-vllm`)")
     parser.set_defaults(func=run_cli)

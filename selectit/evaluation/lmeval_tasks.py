@@ -43,6 +43,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "max_length": None,  # model context length; None: lm_eval reads it from the model config
     "chat_format": None,  # only None/"none": the protocol is open-instruct's non-chat one
     "num_threads": None,  # torch CPU threads; None = torch's default (set it to the rule's threads on shared CPUs)
+    "engine": "hf",  # hf: lm_eval's HFLM; another engine of selectit.engines: through selectit.evaluation.engine_lm
 }
 NONE_IS_A_VALUE = ("subjects", "tasks", "device", "max_length", "chat_format", "num_threads")
 
@@ -194,16 +195,30 @@ def evaluate_tasks(model_dir: str | Path, include_dir: str | Path, task_names: l
     }
     if settings.get("max_length"):
         lm_kwargs["max_length"] = int(settings["max_length"])
-    lm = HFLM(**lm_kwargs)
+    engine = settings.get("engine") or "hf"
+    if engine == "hf":
+        lm = HFLM(**lm_kwargs)
+    else:
+        from selectit.engines import open_engine
+        from selectit.evaluation.engine_lm import EngineLM
+
+        runner = open_engine(engine, model_dir, dtype=settings.get("dtype"), seed=int(settings.get("seed", 42)),
+                             max_model_len=lm_kwargs.get("max_length"))
+        lm = EngineLM(runner, max_length=lm_kwargs.get("max_length"))
+        lm_kwargs["device"] = f"{engine} ({runner.describe().get('dtype')})"
     manager = TaskManager(include_path=str(include_dir), include_defaults=False)
     missing = [t for t in task_names if t not in manager.all_tasks]
     if missing:
         raise InputError(f"lm_eval did not register the generated tasks {missing} from {include_dir}")
     seed = int(settings.get("seed", 42))
-    results = simple_evaluate(
-        model=lm, tasks=list(task_names), task_manager=manager, log_samples=True, bootstrap_iters=0,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
-    )
+    try:
+        results = simple_evaluate(
+            model=lm, tasks=list(task_names), task_manager=manager, log_samples=True, bootstrap_iters=0,
+            random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        )
+    finally:
+        if engine != "hf":
+            lm.engine.close()
     import torch
 
     samples = {name: sorted(results["samples"].get(name, []), key=lambda s: s["doc_id"]) for name in task_names}
