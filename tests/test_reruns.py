@@ -8,6 +8,7 @@ The matrix here is the README's "Which edits rerun what" table."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -44,7 +45,8 @@ def config(workdir, models, base, records=None, prompts=PROMPTS, models_extra=No
                 "settings": {"epochs": 1, "global_batch_size": 2, "per_device_batch_size": 2, "max_length": 96,
                              "gradient_checkpointing": False, "logging_steps": 1, **edits.pop("training", {})}}
     evaluation = {"benchmarks": [BENCH], "data_dir": str(REPO / "data/default/eval"), "threads": 1,
-                  "settings": {BENCH: {"limit": 1, "n_shot": 1, **edits.pop("bench", {})}}}
+                  "settings": {BENCH: {"limit": 1, "n_shot": 1, **edits.pop("bench", {})}},
+                  **edits.pop("evaluation", {})}
     scoring = {"variant": "paper", "alpha": 0.2, "model_weights": "param", **edits.pop("scoring", {})}
     return write_tiny_config(workdir, {**models, **(models_extra or {})}, records=records, prompts=prompts,
                              n_prompts=edits.pop("n_prompts", 3), selection=selection, training=training,
@@ -146,6 +148,30 @@ def test_an_edit_plans_exactly_what_reads_it(finished, edit):
     try:
         plan = planned(workdir)
         assert _actual(plan, spec) == _expected(spec)
+    finally:
+        _restore(workdir, models, tiny_models)
+
+
+@pytest.mark.slow
+def test_switching_the_engine_reruns_the_model_jobs_that_run_on_it(finished):
+    """rating.engine: other numerics, like a dtype change: every rating, IFD and judge shard, nothing prepared again;
+    evaluation.engine: exactly the evaluations. (The dry run checks that vLLM is installed: CI installs it.)"""
+    from selectit.engines.vllm import missing
+
+    if missing():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the vLLM engine: {missing()}")
+        pytest.skip(missing())
+    workdir, models, tiny_models = finished
+    rating = {"max_length": 256, "dtype": "fp32", "token_budget": 2048, "threads": 1}
+    config(workdir, models, tiny_models["tinyc"], records=tiny_records(24), rating={**rating, "engine": "vllm"})
+    try:
+        plan = planned(workdir)
+        assert plan["rate_shard"] == {"tinya": 6, "tinyb": 6}  # 3 prompts x 2 shards each
+        assert plan["ifd_shard"] == {"tinya": 2} and sum(plan["judge_shard"].values()) == 2
+        assert "prepare_model" not in plan and "prepare_data" not in plan
+        config(workdir, models, tiny_models["tinyc"], records=tiny_records(24), evaluation={"engine": "vllm"})
+        assert _actual(planned(workdir), {"evaluate": []}) == _expected({"evaluate": TRAINED})
     finally:
         _restore(workdir, models, tiny_models)
 

@@ -24,6 +24,8 @@ class HFEngine(Engine):
 
         model, tokenizer = load_prepared(model_dir, dtype=parse_dtype(dtype), device=device, gpus=gpus,
                                          tensor_parallel=tensor_parallel)
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # batched generation and IFD pad with it (never attended)
         return cls(model, tokenizer, model_name or Path(model_dir).name)
 
     def describe(self) -> dict[str, Any]:

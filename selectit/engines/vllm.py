@@ -112,7 +112,7 @@ class VLLMEngine(Engine):
         why = missing()
         if why:
             raise InputError(f"the vLLM engine cannot run: {why}")
-        model_dir = Path(model_dir)
+        model_dir = Path(model_dir).resolve()  # the worker runs in a folder of its own
         if not model_dir.is_dir():
             raise InputError(f"model folder {model_dir} does not exist (run prepare-model first)")
         import torch
@@ -126,7 +126,9 @@ class VLLMEngine(Engine):
             enforce_eager = os.environ.get("SELECTIT_VLLM_EAGER", "0" if cuda else "1") == "1"
         settings = {"model_dir": str(model_dir), "dtype": self.dtype, "seed": int(seed),
                     "tensor_parallel_size": int(gpus) if cuda else 1, "max_model_len": max_model_len,
-                    "enforce_eager": enforce_eager}
+                    "enforce_eager": enforce_eager,
+                    # benchmarks only: "dummy" builds random weights for a folder that has none (gpu_check.sh)
+                    "load_format": os.environ.get("SELECTIT_VLLM_LOAD_FORMAT") or None}
         self._tmp = tempfile.TemporaryDirectory(prefix="selectit-vllm-")
         key = secrets.token_bytes(16)
         listener = Listener(str(Path(self._tmp.name) / "sock"), family="AF_UNIX", authkey=key)

@@ -23,7 +23,7 @@ def build_llm(settings: dict):
     args = {"model": settings["model_dir"], "dtype": settings["dtype"], "seed": int(settings.get("seed", 0)),
             "enable_prefix_caching": True, "tensor_parallel_size": int(settings.get("tensor_parallel_size", 1)),
             "enforce_eager": bool(settings.get("enforce_eager", False)), "trust_remote_code": False}
-    for key in ("max_model_len", "gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs"):
+    for key in ("max_model_len", "gpu_memory_utilization", "max_num_batched_tokens", "max_num_seqs", "load_format"):
         if settings.get(key) is not None:
             args[key] = settings[key]
     return LLM(**args)

@@ -7,7 +7,6 @@ import copy
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import random
 import time
