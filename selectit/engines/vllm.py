@@ -62,6 +62,28 @@ def missing() -> str | None:
     return None
 
 
+# On a CPU, vLLM's graph compilation adds about 45 s to a worker's start (SmolLM2, 2 cores) and runs rating about 8 %
+# faster than eager mode (1,502 against 1,388 tok/s; benchmarks/measured/rating_real_rows_*_engines*.json): it
+# pays from about this many tokens of work on. On a GPU, CUDA graphs always pay.
+COMPILE_MIN_TOKENS = 800_000
+
+
+def eager_for(work_tokens: int, cuda: bool, environ: Any = None) -> bool:
+    """Whether the worker runs eagerly: ``SELECTIT_VLLM_EAGER`` (1/0) if set; else never on a GPU, and on a CPU
+    below ``COMPILE_MIN_TOKENS`` tokens of work."""
+    value = str((os.environ if environ is None else environ).get("SELECTIT_VLLM_EAGER", "")).strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return not cuda and work_tokens < COMPILE_MIN_TOKENS
+
+
+def model_positions(model_dir: Path) -> int:
+    """The positions a model folder's config declares (its text config's, for a multimodal one)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    config = config.get("text_config") or config
+    return int(config.get("max_position_embeddings") or 2048)
+
+
 def vllm_dtype(dtype: str | None) -> str:
     """Our dtype setting as vLLM names it (auto: ``selectit.models.default_dtype``, as the HF engine resolves it)."""
     from selectit.models import parse_dtype
@@ -117,25 +139,32 @@ class VLLMEngine(Engine):
             raise InputError(f"model folder {model_dir} does not exist (run prepare-model first)")
         import torch
 
-        cuda = torch.cuda.is_available()
+        self.cuda = torch.cuda.is_available()
         self.model_name = model_name or model_dir.name
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         self.dtype = vllm_dtype(dtype)
-        env, self.resources = worker_env(threads, cuda)
-        if enforce_eager is None:  # CUDA graphs pay on a GPU; on a CPU the compile costs more than a job gains
-            enforce_eager = os.environ.get("SELECTIT_VLLM_EAGER", "0" if cuda else "1") == "1"
-        settings = {"model_dir": str(model_dir), "dtype": self.dtype, "seed": int(seed),
-                    "tensor_parallel_size": int(gpus) if cuda else 1, "max_model_len": max_model_len,
-                    "enforce_eager": enforce_eager,
-                    # benchmarks only: "dummy" builds random weights for a folder that has none (gpu_check.sh)
-                    "load_format": os.environ.get("SELECTIT_VLLM_LOAD_FORMAT") or None}
+        self._env, self.resources = worker_env(threads, self.cuda)
+        self._eager = enforce_eager
+        self._settings = {"model_dir": str(model_dir), "dtype": self.dtype, "seed": int(seed),
+                          "tensor_parallel_size": int(gpus) if self.cuda else 1, "max_model_len": max_model_len,
+                          # benchmarks only: "dummy" builds random weights for a folder that has none (gpu_check)
+                          "load_format": os.environ.get("SELECTIT_VLLM_LOAD_FORMAT") or None}
+        self.max_model_len = int(max_model_len or model_positions(model_dir))
+        self._proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {"engine": "vllm", "dtype": f"torch.{self.dtype}", **self.resources}
+
+    def _start(self, work_tokens: int) -> None:
+        """Start the worker, on the first request: whether vLLM compiles its graphs (``enforce_eager`` off) depends
+        on the work, which the request shows (``eager_for``)."""
+        eager = self._eager if self._eager is not None else eager_for(work_tokens, self.cuda)
+        settings = {**self._settings, "enforce_eager": eager}
         self._tmp = tempfile.TemporaryDirectory(prefix="selectit-vllm-")
         key = secrets.token_bytes(16)
         listener = Listener(str(Path(self._tmp.name) / "sock"), family="AF_UNIX", authkey=key)
         # -P: not the worker's own folder on sys.path (its vllm.py, this module, would shadow the vllm package)
         cmd = [str(vllm_python()), "-P", str(WORKER), str(listener.address), key.hex(), json.dumps(settings)]
         start = time.perf_counter()
-        self._proc = subprocess.Popen(cmd, env=env, stdout=sys.stderr, cwd=self._tmp.name)
+        self._proc = subprocess.Popen(cmd, env=self._env, stdout=sys.stderr, cwd=self._tmp.name)
         self._finalizer = weakref.finalize(self, _stop, self._proc)
         accepted: list[Any] = []
         threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
@@ -148,9 +177,8 @@ class VLLMEngine(Engine):
         self._conn = accepted[0]
         listener.close()
         ready = self._receive("start")
-        self.info = {"engine": "vllm", "vllm": ready["vllm"], "dtype": f"torch.{self.dtype}", **self.resources,
-                     "tensor_parallel_size": settings["tensor_parallel_size"], "enforce_eager": enforce_eager,
-                     "start_seconds": round(time.perf_counter() - start, 1)}
+        self.info.update(vllm=ready["vllm"], tensor_parallel_size=settings["tensor_parallel_size"],
+                         enforce_eager=eager, start_seconds=round(time.perf_counter() - start, 1))
         self.max_model_len = int(ready["max_model_len"])
 
     @classmethod
@@ -172,7 +200,9 @@ class VLLMEngine(Engine):
             raise SelectITError(f"vLLM failed during {op}:\n{payload}")
         return payload
 
-    def _call(self, op: str, **kwargs: Any) -> Any:
+    def _call(self, op: str, work_tokens: int = 0, **kwargs: Any) -> Any:
+        if self._proc is None:
+            self._start(work_tokens)
         self._conn.send((op, kwargs))
         return self._receive(op)
 
@@ -180,6 +210,8 @@ class VLLMEngine(Engine):
         return dict(self.info)
 
     def close(self) -> None:
+        if self._proc is None:
+            return
         if self._proc.poll() is None:
             try:
                 self._call("close")
@@ -193,10 +225,10 @@ class VLLMEngine(Engine):
     def score(self, rows, row_ids, token_ids, *, prefix_ids=None, token_budget=8192, max_rows=256, progress=True):
         values = np.full((len(rows), len(token_ids)), np.nan, dtype=np.float32)
         start = time.perf_counter()
-        tokens = 0
+        tokens, total = 0, sum(len(r.input_ids) for r in rows)
         for lo in range(0, len(rows), CHUNK_ROWS):
             chunk = rows[lo:lo + CHUNK_ROWS]
-            got = self._call("score", rows=[list(map(int, r.input_ids)) for r in chunk],
+            got = self._call("score", work_tokens=total, rows=[list(map(int, r.input_ids)) for r in chunk],
                              token_ids=[int(t) for t in token_ids])["logprobs"]
             for row, lp in zip(chunk, got):
                 values[row.position] = lp
@@ -215,7 +247,7 @@ class VLLMEngine(Engine):
     def token_logprobs(self, seqs: Sequence[list[int]], starts: Sequence[int]) -> tuple[list[list[float]], list[list[bool]]]:
         """For each sequence, from position ``starts[i]`` on: its token's log-probability and whether it was the
         most likely token there."""
-        got = self._call("prompt_logprobs", seqs=[list(map(int, s)) for s in seqs], starts=[int(s) for s in starts])
+        got = self._call("prompt_logprobs", work_tokens=sum(len(s) for s in seqs), seqs=[list(map(int, s)) for s in seqs], starts=[int(s) for s in starts])
         return got["logprobs"], got["greedy"]
 
     def losses(self, seqs, n_scored, *, token_budget=8192, stats=None):
@@ -251,7 +283,8 @@ class VLLMEngine(Engine):
                 request.update(temperature=0.0)
             requests.append(request)
         start = time.perf_counter()
-        got = self._call("generate", prompts=[list(map(int, p)) for p in prompts], requests=requests)["token_ids"]
+        work = sum(len(p) + int(s.get("n_samples", 1)) * int(s["max_new_tokens"]) for p, s in zip(prompts, settings))
+        got = self._call("generate", work_tokens=work, prompts=[list(map(int, p)) for p in prompts], requests=requests)["token_ids"]
         new = sum(len(o) for outs in got for o in outs)
         seconds = time.perf_counter() - start
         print(f"generate {self.model_name} (vLLM): {len(prompts)} prompts, {new} new tokens in {seconds:.1f} s",
