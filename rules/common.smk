@@ -31,7 +31,9 @@ PROMPT_BY_ID = {p.id: p for p in PROMPTS}
 SELECTION = config["selection"]
 # What runs the raters, IFD and a local judge (selectit.engines), as the one param value of their numerics;
 # an engine not installed here stops `snakemake -n` with the key and the command that installs it.
-RATING_NUMERICS = engines.numerics(config["rating"]["engine"], config["rating"]["dtype"])
+RATING_NUMERICS = engines.numerics(
+    config["rating"]["engine"], config["rating"]["dtype"]
+)
 engines.check(config["rating"]["engine"], "config rating.engine")
 
 
