@@ -591,7 +591,7 @@ def rate_shard(shard: pd.DataFrame, prompt: RatingPrompt, model: Any, tokenizer:
     score_ids = score_token_ids(tokenizer, k, model_name)
     logits, mass, stats = engine.score(encoded, list(shard["id"]), score_ids, prefix_ids=prefix,
                                        token_budget=token_budget, max_rows=max_rows, progress=progress,
-                                       **({"compile": compile} if engine.name == "hf" else {}))
+                                       compile=compile)
     table = pa.table({
         "id": pa.array(shard["id"].tolist(), pa.string()),
         "prompt_id": pa.array([prompt.id] * len(shard), pa.string()),

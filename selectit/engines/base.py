@@ -34,11 +34,12 @@ class Engine(ABC):
     @abstractmethod
     def score(self, rows: Sequence[Any], row_ids: Sequence[str], token_ids: Sequence[int], *,
               prefix_ids: Sequence[int] | None = None, token_budget: int = 8192, max_rows: int = 256,
-              progress: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+              progress: bool = True, compile: bool | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """For each row (``selectit.rating.EncodedRow``, in any order: results come back by ``row.position``):
         (N, K) float32 values whose softmax over the K ids is the renormalised score distribution, (N,) float32
         full-vocabulary probability mass on the K ids, and the run's stats. ``prefix_ids``: the ids most rows
-        start with (the rating-prompt head), which an engine may compute once."""
+        start with (the rating-prompt head), which an engine may compute once. ``compile``: whether to compile the
+        model (None: the engine decides; the HF engine's ``Rater`` rule, or vLLM's by the work)."""
 
     @abstractmethod
     def losses(self, seqs: Sequence[list[int]], n_scored: Sequence[int], *, token_budget: int = 8192,

@@ -222,7 +222,8 @@ class VLLMEngine(Engine):
         self._tmp.cleanup()
 
     # ---------------------------------------------------------------------------------------- operations
-    def score(self, rows, row_ids, token_ids, *, prefix_ids=None, token_budget=8192, max_rows=256, progress=True):
+    def score(self, rows, row_ids, token_ids, *, prefix_ids=None, token_budget=8192, max_rows=256, progress=True,
+              compile=None):  # vLLM batches by its own scheduler and decides compiling on the work (eager_for)
         values = np.full((len(rows), len(token_ids)), np.nan, dtype=np.float32)
         start = time.perf_counter()
         tokens, total = 0, sum(len(r.input_ids) for r in rows)
