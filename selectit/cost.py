@@ -36,6 +36,7 @@ from selectit import methods
 from selectit.atomic import write_text_atomic
 from selectit.data import read_records
 from selectit.errors import InputError
+from selectit.evaluation import BENCHMARKS
 from selectit.evaluation.cli import benchmark_module
 from selectit.models import LAYER_SPLIT, ONE_DEVICE, TENSOR_PARALLEL, parallel_mode, rater_gpus
 from selectit.paper.plan import DEFAULTS as PAPER_DEFAULTS
@@ -45,15 +46,10 @@ from selectit.training import base_settings, resolve_settings
 #: The MFU of each job kind where paper.cost.mfu does not set it (its other defaults: selectit.paper.plan.DEFAULTS).
 MFU = {"forward": 0.4, "training": 0.4, "generation": 0.05}
 
-#: Mean prompt tokens of one item of each benchmark as its module builds it under its DEFAULTS, measured on the
-#: public data (../shared/data) with SmolLM2's tokenizer by benchmarks/eval_batches.py (a LLaMA-2 tokenizer
-#: gives somewhat more). MMLU: the 5-shot prompt with its one-token answer, one forward per question.
-EVAL_PROMPT_TOKENS = {"mmlu": 706.0, "gsm": 809.0, "bbh": 955.0, "tydiqa": 818.0, "codex": 140.0,
-                      "alpaca_eval": 67.0}  # benchmarks/measured/eval_batches_20261206.json (TyDiQA: 9 examples only)
-#: Items of each benchmark's public data, taken whole where its ``limit`` is None (GSM: "all"): MMLU's test set,
-#: GSM8K's test set, BBH's 27 tasks (250 examples each but three), TyDiQA GoldP's dev set (9 languages),
-#: HumanEval's problems, AlpacaEval's instructions.
-EVAL_FULL_ITEMS = {"mmlu": 14042, "gsm": 1319, "bbh": 6511, "tydiqa": 5077, "codex": 164, "alpaca_eval": 805}
+#: Mean prompt tokens of one item of each benchmark, and the items of its public data taken whole: the registry's
+#: measured ``prompt_tokens`` and ``full_items`` (selectit.evaluation.BENCHMARKS says where they come from).
+EVAL_PROMPT_TOKENS = {name: b.prompt_tokens for name, b in BENCHMARKS.items()}
+EVAL_FULL_ITEMS = {name: b.full_items for name, b in BENCHMARKS.items()}
 BBH_TASKS, TYDIQA_LANGUAGES, MMLU_SUBJECTS = 27, 9, 57
 JUDGE_PROMPT_TOKENS = 150.0  # the AlpaGasus rating prompt around a record (selectit.judge), about
 JUDGE_NEW_TOKENS = 8  # "Score: 4.5" and a little

@@ -32,7 +32,8 @@ from typing import Any
 
 import pandas as pd
 
-from selectit.atomic import write_json_atomic
+from selectit.atomic import write_json_atomic, write_parquet_atomic
+from selectit.canaries import make_canaries
 from selectit.errors import InputError
 
 FORMATS = ("auto", "alpaca", "sharegpt", "messages")
@@ -288,10 +289,9 @@ def normalise(records: list[Any], where: str, fmt: str = "auto", policy: DataPol
 
 
 def load_dataset_table(spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Load one dataset from its config entry: {path | hf_name (+ revision, split), format, policies...}."""
+    """Load one dataset from its config entry: {path | hf_name (+ revision, split), format, policies...}, or
+    an audit's canary set (`canary_table`)."""
     if spec.get("canaries_of"):  # an audit's canary set (selectit.audit.audit_datasets)
-        from selectit.audit import canary_table
-
         return canary_table(spec)
     policy = DataPolicy(**{k: spec[k] for k in DataPolicy.__dataclass_fields__ if k in spec})
     if spec.get("path"):
@@ -303,6 +303,14 @@ def load_dataset_table(spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, An
     else:
         raise InputError("a dataset needs 'path' (a local file) or 'hf_name' (a Hugging Face dataset)")
     return normalise(records, where, spec.get("format", "auto"), policy)
+
+
+def canary_table(spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The canary set of an audit spec (selectit.audit.audit_datasets: ``canaries_of``, ``source``, ``n``,
+    ``seed``, ``kinds``): the canaries (selectit.canaries) of its source dataset."""
+    table, _ = load_dataset_table(spec["source"])
+    where = spec["source"].get("path") or f"hf://{spec['source'].get('hf_name')}"
+    return make_canaries(table, int(spec["n"]), int(spec["seed"]), spec["kinds"], where=str(where))
 
 
 # --------------------------------------------------------------------------------------------- shards
@@ -340,8 +348,6 @@ def prepare_samples(spec: dict[str, Any], samples_path: str | Path, report_path:
     """Normalise + validate a dataset; write the sample table and the report (counts of every policy)."""
     import pyarrow as pa
 
-    from selectit.atomic import write_parquet_atomic
-
     table, report = load_dataset_table(spec)
     report["fingerprint"] = fingerprint_table(table)
     if spec.get("n_shards"):
@@ -358,8 +364,6 @@ def write_shard(samples_path: str | Path, n_shards: int, shard: str, out_path: s
     pandas metadata, so an unchanged shard is byte-identical after other records are added."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from selectit.atomic import write_parquet_atomic
 
     table = pq.read_table(samples_path).to_pandas()
     names = shard_names(n_shards)

@@ -1,7 +1,7 @@
 """Sample embeddings for the t-SNE figure: the last layer's hidden states of a rater model, mean-pooled over
 the tokens of instruction + response (padding and special tokens such as BOS left out).
 
-Rows are batched by token length under a token budget (``selectit.rating.plan_batches``) and right-padded, so
+Rows are batched by token length under a token budget (``selectit.batching.plan_batches``) and right-padded, so
 with causal attention a row's real tokens never see its padding: a batch gives the same vectors as one row at
 a time, up to floating-point rounding.
 """
@@ -19,9 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from selectit.errors import InputError
 from selectit.atomic import write_parquet_atomic
-from selectit.rating import plan_batches
+from selectit.batching import plan_batches
+from selectit.errors import InputError
+from selectit.host import prepare_cpu_threads
+from selectit.models import load_prepared, parse_dtype, read_model_info
 
 
 @dataclass
@@ -105,10 +107,7 @@ def embed_samples_file(model_dir: str | Path, samples_path: str | Path, out_path
                        token_budget: int = 8192, dtype: str | None = "auto", threads: int | None = None,
                        gpus: int = 1) -> dict[str, Any]:
     """Embed every sample of samples.parquet with a prepared model; write id + vector atomically."""
-    from selectit.host import prepare_cpu_threads
-
     prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
-    from selectit.models import load_prepared, parse_dtype, read_model_info
 
     info = read_model_info(model_dir)
     samples = pq.read_table(samples_path).to_pandas()

@@ -3,7 +3,9 @@
 `merge_model_ratings` refuses missing or duplicated (sample, prompt) keys and names them.
 `fuse` computes token-level scores per (model, prompt), sentence-level per model, the model-level
 SelectIT score, and the single-level selectors Token-R / Sentence-R / Model-R, all in one table so
-that sweeps of alpha, K, weights or variant need no re-rating.
+that sweeps of alpha, K, weights or variant need no re-rating. Each level there and in the workflow's
+level files (`level_file`) is computed by one function, `level_scores`, from its declaration
+(selectit.methods: ``source``, ``fused``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from selectit import scoring
-from selectit.errors import IncompleteRatingsError, InputError
 from selectit.atomic import write_parquet_atomic
+from selectit.errors import IncompleteRatingsError, InputError
+from selectit.methods import KINDS, LEVELS, parse
 
 
 def _describe(keys: Sequence[tuple[str, str]], limit: int = 10) -> str:
@@ -66,29 +69,25 @@ def fuse(sample_ids: Sequence[str], logits: dict[str, np.ndarray], prompt_ids: S
     logits: model -> (N, P, C). n_prompts: use prompts 1..n_prompts (Table 2's K sweep; None = all); under
     the released variant at n_prompts != C the sentence level replays the released code's use of K as the
     number of score classes (scoring.released_token_level). Token-R uses prompt `token_level_prompt`
-    (0-based) of `level_model`; Sentence-R uses `level_model` (default: the model with the largest weight); Model-R fuses the models' token-level scores of
-    that single prompt with the model weights; SelectIT is the model-level score (Eq. 5).
+    (0-based) of `level_model`; Sentence-R uses `level_model` (default: the model with the largest weight);
+    Model-R fuses the models' token-level scores of that single prompt with the model weights; SelectIT is the
+    model-level score (Eq. 5). The levels are `level_scores`'s, the workflow's level files' function.
     """
     models = list(logits)
     p = len(prompt_ids) if n_prompts is None else n_prompts
-    level_model = level_model or max(models, key=lambda m: weights[m])
     out = pd.DataFrame({"id": list(sample_ids)})
-    sentence = {}
-    token_first = {}
+    per_source: dict[str, dict[str, np.ndarray]] = {"sentence": {}, "token": {}}  # token: of the one prompt
     for m in models:
         n, _, k = logits[m].shape
         tokens = scoring.token_level(logits[m][:, :p, :].reshape(n * p, k), variant).reshape(n, p)
         for j in range(p):
             out[f"token/{m}/{prompt_ids[j]}"] = tokens[:, j]
-        sentence[m] = scoring.sentence_level(_released_k_tokens(logits[m], p) if _released_k(variant, p, k)
-                                             else tokens, alpha)
-        token_first[m] = tokens[:, token_level_prompt]
-        out[f"sentence/{m}"] = sentence[m]
-    w = [weights[m] for m in models]
-    out["token_r"] = token_first[level_model]
-    out["sentence_r"] = sentence[level_model]
-    out["model_r"] = scoring.model_level(np.column_stack([token_first[m] for m in models]), w)
-    out["selectit"] = scoring.model_level(np.column_stack([sentence[m] for m in models]), w)
+        per_source["sentence"][m] = scoring.sentence_level(
+            _released_k_tokens(logits[m], p) if _released_k(variant, p, k) else tokens, alpha)
+        per_source["token"][m] = tokens[:, token_level_prompt]
+        out[f"sentence/{m}"] = per_source["sentence"][m]
+    for level in LEVELS:  # token_r, sentence_r, model_r, selectit
+        out[level], _ = level_scores(level, per_source[KINDS[level].source], weights, level_model)
     return out
 
 
@@ -235,16 +234,16 @@ def _aligned(paths: dict[str, str | Path], position: int = 1) -> tuple[list[str]
     return ids, out
 
 
-def level_scores(kind: str, per_model: dict[str, np.ndarray], weights: dict[str, float]) -> tuple[np.ndarray, str | None]:
-    """One selection score from the raters' token (first prompt) or sentence scores: Eq. 5 with the
-    weights for the fused kinds (model_r, selectit), else the rater with the largest weight."""
-    from selectit.methods import KINDS
-
+def level_scores(kind: str, per_model: dict[str, np.ndarray], weights: dict[str, float],
+                 level_model: str | None = None) -> tuple[np.ndarray, str | None]:
+    """One selection score from the raters' token (one prompt) or sentence scores: Eq. 5 with the
+    weights for the fused kinds (model_r, selectit), else the rater `level_model` (default: the one with the
+    largest weight), which is returned too (None for the fused kinds)."""
     models = list(per_model)
     if KINDS[kind].fused:
         return scoring.model_level(np.column_stack([per_model[m] for m in models]),
                                    [weights[m] for m in models]), None
-    level_model = max(models, key=lambda m: weights[m])
+    level_model = level_model or max(models, key=lambda m: weights[m])
     return per_model[level_model], level_model
 
 
@@ -253,8 +252,6 @@ def level_file(method: str, source_paths: dict[str, str | Path], info_paths: dic
     """The selection score of one score-level method (token_r, sentence_r, model_r, selectit and their
     sweeps) from the raters' token or sentence files: results/scores/{dataset}/levels/{method}.parquet.
     token_r and model_r read prompt line `token_prompt` (1-based, selectit.methods.token_prompt)."""
-    from selectit.methods import KINDS, parse
-
     kind = parse(method).kind
     from_token = KINDS[kind].source == "token"
     weights = weights_from_files(info_paths, model_weights)

@@ -78,19 +78,24 @@ def slurm_cpus(environ: Any) -> int | None:
     return None
 
 
+def affinity_mask() -> list[int]:
+    """The CPUs of this process's affinity mask, sorted (``os.sched_getaffinity``: what ``taskset``, Slurm's cgroup
+    cpuset or a container allows); every CPU of the machine where the platform has no affinity mask."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
 def job_cpus(requested: int | None = None, *, environ: Any = None, affinity: set[int] | None = None,
              quota: float | None | str = "read") -> tuple[int, dict[str, Any]]:
     """The CPU threads a job may use: the least of the threads it asked for (the rule's ``threads``), the CPUs
     Slurm gave the task (``slurm_cpus``), the cgroup CPU quota rounded down (at least 1) and the CPUs of this
-    process's affinity mask (``os.sched_getaffinity``; what ``taskset``, Slurm's cgroup cpuset or a container
-    allows). Returns (threads, the limits seen). ``environ``, ``affinity`` and ``quota`` are read from the process
-    unless given (tests)."""
+    process's affinity mask (``affinity_mask``). Returns (threads, the limits seen). ``environ``, ``affinity`` and
+    ``quota`` are read from the process unless given (tests)."""
     environ = os.environ if environ is None else environ
     if affinity is None:
-        try:
-            affinity = os.sched_getaffinity(0)
-        except (AttributeError, OSError):
-            affinity = set(range(os.cpu_count() or 1))
+        affinity = set(affinity_mask())
     if quota == "read":
         quota = cgroup_cpu_quota()
     limits: dict[str, Any] = {"requested": int(requested) if requested else None, "slurm": slurm_cpus(environ),

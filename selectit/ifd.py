@@ -51,7 +51,8 @@ Truncation: a conditioned sequence longer than ``max_length`` loses the tail of 
 half of the room the prompt's fixed parts leave, or the whole response if shorter); if the instruction is
 then still too long, the middle of the instruction is cut. Such rows are flagged ``truncated`` and counted.
 
-Batching reuses the rater's length-sorted token-budget plan (``selectit.rating.plan_batches``); sequences are
+The losses come from an engine's ``losses``; the HF engine's (``selectit.engines.hf_rater.mean_response_losses``)
+batches with the rater's length-sorted token-budget plan (``selectit.batching.plan_batches``); sequences are
 left padded, so the scored response tokens are the last ones of every row and only their logits are computed
 (``logits_to_keep``); the cross-entropy is taken in float32.
 """
@@ -59,7 +60,6 @@ left padded, so the scored response tokens are the last ones of every row and on
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +69,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from selectit.atomic import write_parquet_atomic
+from selectit.batching import RatingStats
+from selectit.data import load_dataset_table, load_shard, read_hf_dataset, read_records
+from selectit.engines import open_engine
 from selectit.engines.base import Engine
 from selectit.engines.hf import HFEngine
 from selectit.errors import InputError
+from selectit.host import prepare_cpu_threads
+from selectit.models import read_model_info
+from selectit.prompts import cut_middle
+from selectit.sample_shards import merge_sample_shards, shard_metadata
 
 # The conditioned text: "Instruction:\n{instruction}\n\nResponse:\n{response}" (our own simple format).
 IFD_PROMPT_HEAD = "Instruction:\n"
@@ -137,8 +145,6 @@ def start_token(tokenizer: Any) -> int | None:
 def encode_pair(tokenizer: Any, instruction: str, response: str, max_length: int, start: int | None) -> IFDPair:
     """Token ids of the conditioned and the response-only sequence of one sample (see the module doc).
     ``start``: the start token id (``start_token(tokenizer)``), or None for none."""
-    from selectit.prompts import cut_middle
-
     start_ids = [] if start is None else [start]
     head = start_ids + tokenizer(IFD_PROMPT_HEAD, add_special_tokens=False)["input_ids"]
     instr = tokenizer(instruction, add_special_tokens=False)["input_ids"]
@@ -201,8 +207,6 @@ def with_alpaca_fields(spec: dict[str, Any], shard: pd.DataFrame) -> pd.DataFram
     fields, which the cherry variant's prompt needs apart (the sample table joins them). The records are
     found through the sample table's ``index`` (position in the source). ShareGPT data: input "".
     (A data-layer column ``input`` would make this second read unnecessary.)"""
-    from selectit.data import load_dataset_table, read_hf_dataset, read_records
-
     out = shard.copy()
     table, report = load_dataset_table(spec)
     if report["format"] != "alpaca":
@@ -223,82 +227,8 @@ def with_alpaca_fields(spec: dict[str, Any], shard: pd.DataFrame) -> pd.DataFram
 
 def load_ifd_shard(spec: dict[str, Any], shard: str, variant: str) -> pd.DataFrame:
     """The rows of one shard as the variant's IFD reads them (cherry: with the raw Alpaca fields)."""
-    from selectit.data import load_shard
-
     rows = load_shard(spec, shard)
     return with_alpaca_fields(spec, rows) if variant_prompt(variant) == CHERRY_PROMPT else rows
-
-
-def mean_response_losses(model: Any, sequences: Sequence[list[int]], n_scored: Sequence[int],
-                         token_budget: int = 8192, pad_id: int = 0, stats: Any = None) -> np.ndarray:
-    """Mean cross-entropy (float64) of the last n_scored[i] tokens of each sequence, batched."""
-    from selectit.rating import RatingStats, plan_batches
-
-    stats = stats if stats is not None else RatingStats()
-    out = np.full(len(sequences), np.nan)
-    lengths = [len(s) for s in sequences]
-    start = time.perf_counter()
-    for batch in plan_batches(lengths, token_budget):
-        for i, loss in _batch_losses(model, [sequences[i] for i in batch], [n_scored[i] for i in batch],
-                                     pad_id, stats, batch):
-            out[i] = loss
-        stats.batches += 1
-    stats.rows += len(sequences)
-    stats.tokens += sum(lengths)
-    stats.seconds += time.perf_counter() - start
-    return out
-
-
-def _batch_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_id: int, stats: Any,
-                  positions: list[int]):
-    """(position, loss) for each sequence of one batch; on out-of-memory the batch is halved, never dropped."""
-    from selectit.host import empty_cache, is_oom
-
-    try:
-        losses = _forward_losses(model, seqs, n_scored, pad_id)
-    except (RuntimeError, MemoryError) as exc:
-        if not (isinstance(exc, MemoryError) or is_oom(exc)):
-            raise
-        if len(seqs) == 1:
-            raise MemoryError(f"a single sequence of {len(seqs[0])} tokens does not fit in memory; "
-                              "lower selection.ifd.max_length") from exc
-        stats.oom_splits += 1
-        empty_cache()
-        half = len(seqs) // 2
-        yield from _batch_losses(model, seqs[:half], n_scored[:half], pad_id, stats, positions[:half])
-        yield from _batch_losses(model, seqs[half:], n_scored[half:], pad_id, stats, positions[half:])
-        return
-    stats.padded_tokens += max(len(s) for s in seqs) * len(seqs)
-    stats.computed_tokens += sum(len(s) for s in seqs)
-    yield from zip(positions, losses)
-
-
-def _forward_losses(model: Any, seqs: list[list[int]], n_scored: list[int], pad_id: int) -> list[float]:
-    import torch
-    import torch.nn.functional as F
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):  # left padding: every row's scored tokens are its last ones
-        ids[b, width - len(s):] = torch.tensor(s)
-        mask[b, width - len(s):] = 1
-    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    keep = max(n_scored) + 1  # the logits predicting the scored tokens (the last position predicts nothing)
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                       logits_to_keep=keep, use_cache=False).logits  # B x keep x V
-        targets = ids.to(device)
-        losses = []
-        for b, n in enumerate(n_scored):
-            if n < 1:
-                losses.append(float("nan"))
-                continue
-            # kept index j is position width - keep + j; positions width-n-1 .. width-2 predict the last n tokens
-            pred = logits[b, keep - n - 1:keep - 1].float()
-            losses.append(float(F.cross_entropy(pred, targets[b, width - n:], reduction="mean")))
-    return losses
 
 
 def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, token_budget: int = 8192,
@@ -307,8 +237,6 @@ def ifd_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: int, 
     ``selectit.engines.base.Engine`` (``tokenizer``: its tokenizer). ``variant`` ``cherry`` reads the raw
     Alpaca fields ``instruction`` and ``input`` (``with_alpaca_fields``; no ``input`` column: input "")
     and leaves the records Cherry_LLM computes no IFD for at NaN."""
-    from selectit.rating import RatingStats
-
     variant_prompt(variant)  # validates the name
     ids = shard["id"].tolist()
     start = start_token(tokenizer) if variant == "simple" else None
@@ -361,12 +289,7 @@ def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, 
                    gpus: int = 1, variant: str = "simple", engine: str = "hf") -> dict[str, Any]:
     """IFD of one shard with one prepared model run by ``engine``, written atomically with the model and settings
     as metadata. For ``cherry`` the shard needs the raw Alpaca fields (``with_alpaca_fields``)."""
-    from selectit.atomic import write_parquet_atomic
-    from selectit.host import prepare_cpu_threads
-
     cpu = prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
-    from selectit.engines import open_engine
-    from selectit.models import read_model_info
 
     prompt = variant_prompt(variant)
     info = read_model_info(model_dir)
@@ -385,9 +308,6 @@ def ifd_shard_file(model_dir: str | Path, shard: pd.DataFrame, max_length: int, 
 
 def merge_ifd_files(shard_paths: Sequence[str | Path], samples_path: str | Path, out_path: str | Path) -> None:
     """One IFD table aligned with the samples (refuses missing, duplicate or unknown ids, naming them)."""
-    from selectit.sample_shards import merge_sample_shards, shard_metadata
-    from selectit.atomic import write_parquet_atomic
-
     table = merge_sample_shards(shard_paths, samples_path, "IFD")
     meta = shard_metadata(shard_paths, ("model", "model_fingerprint", "max_length", "dtype", "prompt", "variant"),
                           "IFD")

@@ -14,22 +14,30 @@ on:
   Model-R's prompt line, ``scoring.token_prompt``); they are the level_scores job's params;
 - for score levels (token_r, sentence_r, model_r, selectit): ``source`` (token scores of one prompt,
   ``scoring.token_prompt``, or sentence scores of the first K prompts at α), ``fused`` (Eq. 5 over the
-  raters with the model weights, else the rater with the largest weight), and the effective ``alpha`` / ``k``.
+  raters with the model weights, else the rater with the largest weight), and the effective ``alpha`` / ``k``;
+- how it selects: ``select``, a selection function of selectit.rankings (every sample, a seeded draw, the top
+  of a ranking, a draw from what the top leaves out), and ``ranking``, what it ranks records by (a column of
+  its score table or the response length, the key, the tie rule). selectit.selection.select_ids calls the
+  declared function and the audit (selectit.audit) scores records by the declared ranking.
 
-Adding a method: one `Kind` entry here (and its selection rule in selectit.selection if it is not a
-score level).
+A `Method` also names the score table it selects by (`Method.score_table`) and the score levels it reads
+(`Method.levels`). Adding a method: one `Kind` entry here, and one function in selectit.rankings if it
+selects in a new way.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import yaml
 
+from selectit import layout, rankings
 from selectit.errors import InputError
+from selectit.rankings import Ranking
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class Kind:
     source: str | None = None  # score levels: "token" (one prompt) or "sentence" (first K prompts at alpha)
     fused: bool = False  # score levels: Eq. 5 over the raters; else the rater with the largest weight
     scores: bool = False  # ranks records by a score of each record: the audit measures it (selectit.audit)
+    select: Callable = rankings.top  # (ranking, samples, scores, proportion, seed) -> positions (selectit.rankings)
+    ranking: Ranking | None = None  # what `select` ranks by: a column of its score table or the response length
     doc: str = ""
 
     @property
@@ -49,26 +59,41 @@ class Kind:
         return self.source == "sentence"
 
 
+SCORE = Ranking("score")  # a level's score, highest first; ties to the later sample (scoring.select_top)
+
 KINDS: dict[str, Kind] = {
-    "full": Kind("Full data", doc="every sample (always named and trained at proportion 1.0)"),
-    "random": Kind("Random", settings=("seed",), scores=True, doc="int(N * proportion) samples drawn with the seed"),
-    "length": Kind("Top by length", scores=True, doc="the longest responses (character length)"),
+    "full": Kind("Full data", select=rankings.everything,
+                 doc="every sample (always named and trained at proportion 1.0)"),
+    "random": Kind("Random", settings=("seed",), scores=True, select=rankings.random_draw,
+                   doc="int(N * proportion) samples drawn with the seed"),
+    "length": Kind("Top by length", scores=True, ranking=Ranking("length"),
+                   doc="the longest responses (character length)"),
     "token_r": Kind("Token-R", reads="level", scores=True, source="token", level_settings=("token_prompt",),
+                    ranking=SCORE,
                     doc="token-level score (Eq. 2-3) of one prompt (scoring.token_prompt, default the first), by "
                         "the rater with the largest weight"),
-    "sentence_r": Kind("Sentence-R", reads="level", scores=True, source="sentence",
+    "sentence_r": Kind("Sentence-R", reads="level", scores=True, source="sentence", ranking=SCORE,
                        doc="sentence-level score (Eq. 4) of the rater with the largest weight"),
     "model_r": Kind("Model-R", reads="level", scores=True, source="token", fused=True, level_settings=("token_prompt",),
+                    ranking=SCORE,
                     doc="the raters' token-level scores of that one prompt fused with the model weights"),
-    "selectit": Kind("SelectIT", reads="level", scores=True, source="sentence", fused=True,
+    "selectit": Kind("SelectIT", reads="level", scores=True, source="sentence", fused=True, ranking=SCORE,
                      doc="model-level score (Eq. 5) of the raters' sentence-level scores"),
     "random_unselected": Kind("Random from unselected", reads="selectit", settings=("seed",),
+                              select=rankings.random_unselected, ranking=SCORE,
                               doc="a random draw of the same size from the samples SelectIT did not select"),
-    "ifd": Kind("Q2Q (IFD)", reads="ifd", scores=True, doc="highest IFD < 1 (Cherry LLM), IFD >= 1 last"),
+    "ifd": Kind("Q2Q (IFD)", reads="ifd", scores=True, ranking=Ranking("ifd", rankings.ifd_key, ties="earlier"),
+                doc="highest IFD < 1 (Cherry LLM), IFD >= 1 last (closest to 1 first), undefined IFD after them; "
+                    "ties to the earlier sample"),
     "judge": Kind("AlpaGasus (judge)", reads="judge", scores=True, settings=("threshold",),
-                  doc="highest judge score, size-matched; the manifest counts those reaching the threshold"),
+                  ranking=Ranking("score", ties="earlier"),
+                  doc="highest judge score, size-matched (ties to the earlier sample, unparsed answers last); the "
+                      "manifest counts those reaching the threshold"),
 }
 LEVELS = tuple(k for k, v in KINDS.items() if v.source)  # token_r, sentence_r, model_r, selectit
+# the baselines with a merged score table of their own, results/scores/{dataset}/{kind}.parquet: the kinds that
+# read the table named after them (ifd, judge)
+BASELINES = tuple(k for k, v in KINDS.items() if v.reads == k)
 _SUFFIX = r"(?:-alpha(?P<alpha>[0-9.]+))?(?:-k(?P<k>[0-9]+))?"  # the sweep overrides, written once
 
 
@@ -101,6 +126,26 @@ class Method:
     @property
     def label(self) -> str:
         return label(self.name)
+
+    def levels(self) -> set[str]:
+        """The score levels it reads: its own (a level method), the one it reads (random_unselected: selectit),
+        else none."""
+        reads = self.spec.reads
+        if reads == "level":
+            return {self.name}
+        return {reads} if reads in LEVELS else set()
+
+    def score_table(self, dataset: str) -> str | None:
+        """The score table it selects by (selectit.layout): a level's file, or a baseline's merged table; None
+        for the methods that read the samples only."""
+        reads = self.spec.reads
+        if reads == "level":
+            return layout.LEVEL.format(dataset=dataset, method=self.name)
+        if reads in LEVELS:
+            return layout.LEVEL.format(dataset=dataset, method=reads)
+        if reads in BASELINES:
+            return layout.BASELINE.format(dataset=dataset, baseline=reads)
+        return None
 
 
 def parse(name: str) -> Method:

@@ -29,6 +29,7 @@ from typing import Any
 from selectit.atomic import atomic_dir, atomic_path
 from selectit.atomic import sha256_file as _sha256_file
 from selectit.errors import InputError
+from selectit.launch import world_size_from_env
 
 MODEL_JSON = "model.json"
 
@@ -332,6 +333,7 @@ def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = No
     ``tensor_parallel``: this process is one of ``gpus`` torchrun processes and holds 1/gpus of every layer
     (transformers' ``DistributedConfig(tp_size=gpus)``; NCCL on GPUs, gloo on a CPU), on the GPU of its
     ``LOCAL_RANK``."""
+    # heavy: torch, transformers
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -339,9 +341,7 @@ def load_prepared(folder: str | Path, dtype: Any = None, device: str | None = No
     if not folder.is_dir():
         raise InputError(f"model folder {folder} does not exist (run prepare-model first)")
     if tensor_parallel:
-        from transformers.distributed import DistributedConfig
-
-        from selectit.launch import world_size_from_env
+        from transformers.distributed import DistributedConfig  # heavy
 
         if world_size_from_env() != gpus:
             raise InputError(f"tensor-parallel loading over {gpus} processes needs torchrun with as many "

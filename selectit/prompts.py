@@ -1,4 +1,5 @@
-"""Rating prompts: loading them as data, stable ids, and the exact rating-prompt string.
+"""Rating prompts: loading them as data, stable ids, the exact rating-prompt string, and a row's token ids under it
+(``encode_row``, with middle truncation) and the score tokens a rater reads (``score_token_ids``).
 
 The string is byte-identical to the released code's: it reads the prompt file with
 ``readlines()`` (each line keeps its trailing newline, the last line may lack one) and builds
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from selectit.errors import InputError
 
@@ -92,3 +94,56 @@ def cut_middle(ids: list[int], keep: int) -> list[int]:
     head = (keep + 1) // 2
     tail = keep - head
     return ids[:head] + (ids[len(ids) - tail:] if tail else [])
+
+
+def score_token_ids(tokenizer: Any, k: int, model_name: str = "model") -> list[int]:
+    """Id of the token that encodes digit j after a newline, for j = 1..k.
+
+    It is the last token of tokenize("\\n" + "j"), which must decode to exactly "j". A digit that is
+    not a single token stops with an error naming the model and the digit.
+    """
+    if not 2 <= k <= 9:
+        raise InputError(f"K (number of score levels) must be between 2 and 9, got {k}")
+    ids = []
+    for digit in range(1, k + 1):
+        pieces = tokenizer("\n" + str(digit), add_special_tokens=False)["input_ids"]
+        token = pieces[-1] if pieces else None
+        if token is None or tokenizer.decode([token]) != str(digit):
+            decoded = [tokenizer.decode([t]) for t in pieces]
+            raise InputError(
+                f"model {model_name!r}: the digit {digit} is not a single token after a newline "
+                f"(tokenised as {decoded}); SelectIT needs single-token scores 1..{k}"
+            )
+        ids.append(int(token))
+    if len(set(ids)) != k:
+        raise InputError(f"model {model_name!r}: score tokens are not distinct: {ids}")
+    return ids
+
+
+@dataclass
+class EncodedRow:
+    position: int  # row position in the shard
+    input_ids: list[int]
+    truncated: bool
+
+
+def encode_row(tokenizer: Any, prompt: RatingPrompt, instruction: str, response: str,
+               max_length: int) -> tuple[list[int], bool]:
+    """Token ids of the rating prompt; if longer than max_length, cut the middle of the response (then of
+    the instruction), never the rating-prompt head nor the "The answer is: \\n" tail."""
+    ids = tokenizer(build_rating_prompt(prompt.text, instruction, response))["input_ids"]
+    if len(ids) <= max_length:
+        return ids, False
+    # Encode the pieces separately so the fixed parts are kept whole.
+    head = tokenizer(prompt.text + "\n" + "Instruction:")["input_ids"]
+    instr = tokenizer(instruction, add_special_tokens=False)["input_ids"]
+    mid = tokenizer("\n" + "Response:", add_special_tokens=False)["input_ids"]
+    resp = tokenizer(response, add_special_tokens=False)["input_ids"]
+    tail = tokenizer(ANSWER_TAIL, add_special_tokens=False)["input_ids"]
+    fixed = len(head) + len(mid) + len(tail)
+    budget = max_length - fixed
+    if budget < 2:
+        raise InputError(f"max_length={max_length} is too small for the rating prompt itself ({fixed} tokens)")
+    instr_keep = min(len(instr), max(budget // 4, budget - len(resp)))
+    resp_keep = budget - instr_keep
+    return head + cut_middle(instr, instr_keep) + mid + cut_middle(resp, resp_keep) + tail, True

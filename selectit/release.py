@@ -34,6 +34,7 @@ import yaml
 from selectit import __version__, layout
 from selectit.atomic import atomic_dir, atomic_path, write_text_atomic
 from selectit.errors import InputError
+from selectit.methods import BASELINES
 
 RELEASE_DIR = layout.RELEASE_DIR  # proportion as the subset is named (selectit.layout)
 FILES = {"card": "README.md", "alpaca": "alpaca.json", "subset": "data", "scores": "scores"}  # data, scores: folders
@@ -47,9 +48,7 @@ PAPER = ("Liu et al. 2024, *SelectIT: Selective Instruction Tuning for LLMs via 
 
 def release_dir(dataset: str, method: str, proportion: float) -> str:
     """The release folder of a subset, named like the subset (`full` at 1.0)."""
-    from selectit.layout import subset_proportion
-
-    return RELEASE_DIR.format(dataset=dataset, method=method, proportion=subset_proportion(method, proportion))
+    return RELEASE_DIR.format(dataset=dataset, method=method, proportion=layout.subset_proportion(method, proportion))
 
 
 def release_targets(datasets: Iterable[str], methods: Iterable[str], proportions: Iterable[float]) -> list[str]:
@@ -218,7 +217,7 @@ def dataset_card(*, dataset: str, method: str, proportion: str, license: str, so
     lines += ["", "Rating prompts (id: text):", ""]
     for pid in manifest.get("prompt_ids") or list(prompts):
         lines.append(f"- `{pid}`: {json.dumps(prompts.get(pid, '?'), ensure_ascii=False)}")
-    for base in ("ifd", "judge"):
+    for base in BASELINES:
         if base in manifest:
             lines += ["", f"Baseline `{base}`: " + ", ".join(f"{k} {json.dumps(v)}" for k, v in manifest[base].items())]
     lines += [

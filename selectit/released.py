@@ -16,7 +16,7 @@ differs", item 7) and checked against that file:
 
 Deliberate differences, each in the released code's favour or needed to run it here:
 
-- score-token ids come from ``selectit.rating.score_token_ids`` (the released code hard-codes Llama-2's
+- score-token ids come from ``selectit.prompts.score_token_ids`` (the released code hard-codes Llama-2's
   29896, 29906, 29941, 29946, 29945, which are wrong for any other vocabulary);
 - the tokenizer is whatever the prepared folder holds (a fast tokenizer: prepared folders carry only
   ``tokenizer.json``); the released code asks for the slow one (``use_fast=False``), which is slower, so the
@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from selectit.prompts import RatingPrompt, build_rating_prompt
-from selectit.rating import score_token_ids
+from selectit.prompts import RatingPrompt, build_rating_prompt, score_token_ids
 
 
 def released_dtype(device: str):

@@ -25,6 +25,7 @@ from pathlib import Path
 from selectit.atomic import atomic_path
 from selectit.atomic import sha256_file as sha256_of
 from selectit.errors import InputError
+from selectit.evaluation import check_benchmarks
 
 #: The folder the download rule fills; ``evaluation.data_dir: resources/eval`` makes the evaluations read it.
 DOWNLOAD_DIR = "resources/eval"
@@ -52,7 +53,7 @@ def github_raw(source: tuple[str, str], path: str) -> str:
 @dataclass(frozen=True)
 class ResourceFile:
     benchmark: str  # a key of selectit.evaluation.BENCHMARKS
-    path: str  # under the download folder, as the benchmark's module reads it
+    path: str  # under the download folder (in its benchmark's data_subdir), as the benchmark's module reads it
     url: str
     sha256: str
 
@@ -261,13 +262,15 @@ FILES: tuple[ResourceFile, ...] = _table()
 _BY_PATH = {f.path: f for f in FILES}
 
 
-def files_for(benchmarks: Iterable[str]) -> list[ResourceFile]:
-    """The files of ``benchmarks`` (InputError for a benchmark this table has no files for)."""
+def files_for(benchmarks: Iterable[str], key: str = "config evaluation.benchmarks") -> list[ResourceFile]:
+    """The files of ``benchmarks`` (InputError naming ``key``, where the names come from, for a name outside
+    the registry ``selectit.evaluation.BENCHMARKS`` or a benchmark this table has no files for)."""
     benchmarks = list(benchmarks)
+    check_benchmarks(benchmarks, key)
     known = {f.benchmark for f in FILES}
     unknown = sorted(set(benchmarks) - known)
     if unknown:
-        raise InputError(f"no download source for benchmark(s) {unknown}; known: {sorted(known)}")
+        raise InputError(f"{key}: no download source for benchmark(s) {unknown}; known: {sorted(known)}")
     return [f for f in FILES if f.benchmark in benchmarks]
 
 

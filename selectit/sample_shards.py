@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from selectit.errors import IncompleteRatingsError
+from selectit.fusion import read_samples
 
 
 def _named(ids: Sequence[str], limit: int = 10) -> str:
@@ -22,8 +23,6 @@ def merge_sample_shards(shard_paths: Sequence[str | Path], samples_path: str | P
     """Concatenate shards of one row per sample; every sample id exactly once, no id outside the samples.
 
     Rows come back in sample order (the samples' original index)."""
-    from selectit.fusion import read_samples
-
     samples = read_samples(samples_path)
     frames = []
     for path in shard_paths:

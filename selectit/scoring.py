@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from selectit import rankings
+
 VARIANTS = ("paper", "released")
 
 
@@ -92,11 +94,9 @@ def model_level(sentence_scores: np.ndarray, weights: Sequence[float]) -> np.nda
 
 
 def select_top(scores: np.ndarray, proportion: float) -> np.ndarray:
-    """Indices of the int(N * proportion) highest scores, best first; ties go to the higher original index."""
+    """Indices of the int(N * proportion) highest scores, best first; ties go to the higher original index (NaN
+    last): the score levels' ranking (selectit.rankings.order)."""
     if not 0 < proportion <= 1:
         raise ValueError(f"proportion must be in (0, 1], got {proportion}")
     s = np.asarray(scores, dtype=np.float64)
-    n_keep = int(len(s) * proportion)
-    # lexsort sorts by the last key first: score descending, then index descending.
-    order = np.lexsort((-np.arange(len(s)), -s))
-    return order[:n_keep]
+    return rankings.order(s, "later")[:rankings.n_keep(len(s), proportion)]

@@ -1,7 +1,8 @@
 """Selection and subset files (Alpaca JSON, ShareGPT JSON, manifest).
 
-The methods are declared in selectit.methods (names, labels, what each reads and depends on); this module
-holds how each selects:
+The methods are declared in selectit.methods, with how each selects (`Kind.select`, a function of
+selectit.rankings, and `Kind.ranking`, what it ranks records by); `select_ids` checks the inputs and calls
+the declared function:
 - ``full``: every sample; ``random``: int(N * proportion) samples drawn with the seed, in sample order;
 - the score levels ``token_r``, ``sentence_r``, ``model_r``, ``selectit`` and their sweeps: the top of the
   method's level table (results/scores/{dataset}/levels/{method}.parquet, column ``score``), best first;
@@ -24,30 +25,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectit import scoring
 from selectit.atomic import write_json_atomic
+from selectit.canaries import is_canary_table
 from selectit.errors import InputError
-
+from selectit.fusion import read_samples
 from selectit.methods import KINDS, Method, parse
 
 parse_method = parse  # the one parser of method names (selectit.methods)
 
 
 def ifd_order(ifd: np.ndarray) -> np.ndarray:
-    """Sample positions best first for Q2Q: IFD < 1 by IFD descending, then IFD >= 1 by IFD ascending (the
-    closest to useful first); ties to the earlier sample."""
-    ifd = np.asarray(ifd, dtype=np.float64)
-    useful = ifd < 1
-    # lexsort sorts by the last key first: useful first, then the key, then the position
-    key = np.where(useful, -ifd, ifd)
-    return np.lexsort((np.arange(len(ifd)), key, ~useful))
+    """Sample positions best first for Q2Q (the ``ifd`` method's declared ranking): IFD < 1 by IFD descending,
+    then IFD >= 1 by IFD ascending (the closest to useful first), undefined (NaN) last; ties to the earlier
+    sample."""
+    return KINDS["ifd"].ranking.order_of(ifd)
 
 
 def judge_order(scores: np.ndarray) -> np.ndarray:
-    """Sample positions best first by judge score; ties to the earlier sample; NaN (unparsed) last."""
-    s = np.asarray(scores, dtype=np.float64)
-    unparsed = np.isnan(s)
-    return np.lexsort((np.arange(len(s)), -np.where(unparsed, 0.0, s), unparsed))
+    """Sample positions best first by judge score (the ``judge`` method's declared ranking); ties to the earlier
+    sample; NaN (unparsed) last."""
+    return KINDS["judge"].ranking.order_of(scores)
 
 
 def select_ids(method: Method, proportion: float, samples: pd.DataFrame, scores: pd.DataFrame | None,
@@ -56,34 +53,16 @@ def select_ids(method: Method, proportion: float, samples: pd.DataFrame, scores:
 
     `samples` and `scores` are aligned row by row (same ids, same order, sorted by original index); `scores`
     is what the method reads (selectit.methods): its level table or the SelectIT level (column ``score``),
-    the merged IFD table (column ``ifd``) or the judge table (column ``score``)."""
+    the merged IFD table (column ``ifd``) or the judge table (column ``score``). The method's declared
+    selection function (`Kind.select`) chooses."""
     if not 0 < proportion <= 1:
         raise InputError(f"proportion must be in (0, 1], got {proportion}")
-    n = len(samples)
-    n_keep = int(n * proportion)
+    spec = method.spec
     ids = samples["id"].to_numpy()
-    if method.base == "full":
-        return list(ids)
-    if method.base == "random":
-        rng = np.random.default_rng(seed)
-        return list(ids[np.sort(rng.choice(n, n_keep, replace=False))])
-    if method.base == "length":
-        lengths = samples["response"].str.len().to_numpy()
-        return list(ids[scoring.select_top(lengths, proportion)])
-    if scores is None or not (scores["id"].to_numpy() == ids).all():
+    if spec.reads is not None and (scores is None or not (scores["id"].to_numpy() == ids).all()):
         raise InputError("scores are missing or not aligned with the samples")
-    if method.base == "ifd":
-        return list(ids[ifd_order(scores["ifd"].to_numpy())[:n_keep]])
-    if method.base == "judge":
-        return list(ids[judge_order(scores["score"].to_numpy())[:n_keep]])
-    if method.base == "random_unselected":
-        chosen = set(scoring.select_top(scores["score"].to_numpy(), proportion))
-        rest = np.array([i for i in range(n) if i not in chosen])
-        if len(rest) < n_keep:
-            raise InputError(f"only {len(rest)} unselected samples remain; proportion {proportion} needs {n_keep}")
-        rng = np.random.default_rng(seed)
-        return list(ids[np.sort(rng.choice(rest, n_keep, replace=False))])
-    return list(ids[scoring.select_top(scores["score"].to_numpy(), proportion)])
+    return list(ids[spec.select(spec.ranking, samples, scores if spec.reads is not None else None, proportion,
+                                seed)])
 
 
 def package_versions(names: tuple[str, ...] = ("numpy", "pandas", "pyarrow", "torch", "transformers")) -> dict:
@@ -155,16 +134,12 @@ def make_subset_from_files(method_name: str, proportion: float, samples_path: st
     `scores_path` is what the method reads (selectit.methods.Kind.reads): its level table, the SelectIT
     level (random_unselected), the merged IFD or judge table; None for full, random and length. `settings`
     are the values it depends on besides (seed, threshold). The manifest records exactly these inputs."""
-    from selectit.fusion import read_samples
-
     method = parse(method_name)
     kind = KINDS[method.kind]
     missing = sorted(set(kind.settings) - set(settings))
     if missing:
         raise InputError(f"method {method_name!r} needs the settings {missing}")
     samples = read_samples(samples_path)
-    from selectit.audit import is_canary_table
-
     if is_canary_table(samples):
         raise InputError(f"{samples_path}: an audit's canary set (corrupted copies, selectit.audit) is never "
                          "selected, trained or released")

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 
 from selectit import audit
+from selectit.canaries import CORRUPTIONS, REFUSALS, make_canaries, sentences
 from selectit.data import load_dataset_table
 from selectit.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = {"path": str(REPO / "data/default/instructions.json"), "format": "alpaca"}
 ALPACA = REPO.parent / "shared/data/alpaca/alpaca_en_demo.json"
-KINDS = list(audit.CORRUPTIONS)
+KINDS = list(CORRUPTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def default_table():
 
 # ------------------------------------------------------------------------------------------ canaries
 def test_canaries_link_to_distinct_originals_and_deal_kinds_in_turn(default_table):
-    canaries, report = audit.make_canaries(default_table, 60, 0, KINDS)
+    canaries, report = make_canaries(default_table, 60, 0, KINDS)
     assert len(canaries) == 60 and report["audit"]["shortfall"] == 0
     assert canaries["canary_of"].is_unique and set(canaries["canary_of"]) <= set(default_table["id"])
     assert canaries["kind"].value_counts().to_dict() == {k: 10 for k in KINDS}
@@ -39,14 +40,14 @@ def test_canaries_link_to_distinct_originals_and_deal_kinds_in_turn(default_tabl
     assert (originals["instruction"].to_numpy() == canaries["instruction"].to_numpy()).all()
     assert (originals["response"].to_numpy() != canaries["response"].to_numpy()).all()
     # the same settings, the same canaries; another seed, other originals
-    again, _ = audit.make_canaries(default_table, 60, 0, KINDS)
+    again, _ = make_canaries(default_table, 60, 0, KINDS)
     pd.testing.assert_frame_equal(canaries, again)
-    other, _ = audit.make_canaries(default_table, 60, 1, KINDS)
+    other, _ = make_canaries(default_table, 60, 1, KINDS)
     assert set(other["canary_of"]) != set(canaries["canary_of"])
 
 
 def test_each_corruption_does_what_its_kind_says(default_table):
-    canaries, _ = audit.make_canaries(default_table, 60, 0, KINDS)
+    canaries, _ = make_canaries(default_table, 60, 0, KINDS)
     by_id = default_table.set_index("id")
     responses = set(default_table["response"])
     for row in canaries.itertuples():
@@ -56,7 +57,7 @@ def test_each_corruption_does_what_its_kind_says(default_table):
         elif row.kind == "truncated":
             assert original.startswith(row.response) and len(row.response.split()) <= 0.6 * len(original.split())
         elif row.kind == "refusal":
-            assert row.response in audit.REFUSALS
+            assert row.response in REFUSALS
         elif row.kind == "wrong_answer":
             before, after = re.findall(r"\d+", original), re.findall(r"\d+", row.response)
             assert len(before) == len(after) and all(a != b for a, b in zip(before, after))
@@ -65,13 +66,13 @@ def test_each_corruption_does_what_its_kind_says(default_table):
             assert row.response == row.instruction
         elif row.kind == "shuffled":
             assert sorted(row.response.split()) == sorted(original.split())  # the same words, reordered
-            assert audit._sentences(row.response) != audit._sentences(original)
+            assert sentences(row.response) != sentences(original)
 
 
 def test_a_kind_that_runs_out_of_records_makes_fewer_and_says_so():
     table = pd.DataFrame({"id": [f"s{i}" for i in range(6)], "instruction": [f"Add {i} and 1." for i in range(6)],
                           "response": [f"It is {i + 1}." for i in range(6)]})  # one sentence, four words each
-    canaries, report = audit.make_canaries(table, 6, 0, ["shuffled", "refusal", "truncated"])
+    canaries, report = make_canaries(table, 6, 0, ["shuffled", "refusal", "truncated"])
     counts = report["audit"]["kinds"]
     assert counts["shuffled"] == {"made": 0, "passed_over": 6} and counts["truncated"]["made"] == 0
     assert counts["refusal"]["made"] == 6 and report["audit"]["shortfall"] == 0
@@ -80,9 +81,9 @@ def test_a_kind_that_runs_out_of_records_makes_fewer_and_says_so():
 
 def test_more_canaries_than_records_stops_with_the_key(default_table):
     with pytest.raises(InputError, match="audit.n"):
-        audit.make_canaries(default_table, len(default_table) + 1, 0, KINDS)
+        make_canaries(default_table, len(default_table) + 1, 0, KINDS)
     with pytest.raises(InputError, match="audit.kinds"):
-        audit.make_canaries(default_table, 5, 0, ["nonsense"])
+        make_canaries(default_table, 5, 0, ["nonsense"])
 
 
 def test_a_canary_set_is_a_dataset_read_from_its_source(default_table):
@@ -115,7 +116,7 @@ def test_selection_refuses_a_canary_set(tmp_path, default_table):
 @pytest.mark.skipif(not ALPACA.is_file(), reason="../shared/data is not beside the checkout")
 def test_two_hundred_canaries_of_real_alpaca_records():
     table = load_dataset_table({"path": str(ALPACA), "format": "alpaca"})[0]
-    canaries, report = audit.make_canaries(table, 200, 0, KINDS)
+    canaries, report = make_canaries(table, 200, 0, KINDS)
     assert len(canaries) == 200 and canaries["canary_of"].is_unique
     made = {k: v["made"] for k, v in report["audit"]["kinds"].items()}
     assert sum(made.values()) == 200 and min(made.values()) == 33

@@ -5,26 +5,52 @@ benchmark left out where the test needs a gap)."""
 from __future__ import annotations
 
 import copy
+import importlib
 
 import pytest
 import yaml
 
 from selectit.errors import InputError
-from selectit.evaluation.cli import check_evaluation
+from selectit.evaluation import BENCHMARKS, lmeval_tasks
+from selectit.evaluation.cli import check_evaluation, known_settings
+from selectit.methods import schema_default
 from tests.conftest import REPO, SHARED
 
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["evaluation"]
-ALL = ["mmlu", "gsm", "bbh", "tydiqa", "codex", "alpaca_eval"]
+ALL = list(BENCHMARKS)
 REAL = SHARED / "data"
 
 
 def _data_dir(tmp_path, leave_out=()):
     root = tmp_path / "eval"
     root.mkdir()
-    for sub in ("mmlu", "gsm8k", "bbh", "tydiqa", "humaneval", "alpaca_eval"):
+    for sub in (b.data_subdir for b in BENCHMARKS.values()):
         if sub not in leave_out:
             (root / sub).symlink_to(REAL / sub)
     return root
+
+
+def test_the_registry_agrees_with_the_modules_and_the_config_default():
+    """Each entry's module imports, ``lm_eval`` is whether the module is built on lmeval_tasks (and so takes its
+    common settings), and the config's default evaluates every benchmark."""
+    assert list(BENCHMARKS) == ["mmlu", "bbh", "gsm", "tydiqa", "codex", "alpaca_eval"]  # the paper's columns
+    assert sorted(schema_default("evaluation", "benchmarks")) == sorted(BENCHMARKS)
+    for name, entry in BENCHMARKS.items():
+        assert entry.name == name
+        module = importlib.import_module(entry.module)
+        assert entry.lm_eval == (getattr(module, "lt", None) is lmeval_tasks), name
+        assert (set(lmeval_tasks.COMMON_DEFAULTS) <= known_settings(name)) == entry.lm_eval, name
+
+
+@pytest.mark.parametrize("benchmarks, unknown", [(["gsm", "superni"], ["superni"]), (["GSM"], ["GSM"])])
+def test_an_unknown_benchmark_names_evaluation_benchmarks_and_the_known_ones(tmp_path, benchmarks, unknown):
+    """The schema lists no benchmark names: the registry is their one home, and an unknown one stops the config
+    check (before its settings, its data or a judge are looked at) with the key and every known name."""
+    known = r"\['alpaca_eval', 'bbh', 'codex', 'gsm', 'mmlu', 'tydiqa'\]"
+    for data in (True, False):
+        with pytest.raises(InputError, match=rf"^config evaluation.benchmarks: unknown benchmark\(s\) "
+                                             rf"\[{unknown[0]!r}\]; known: {known}$"):
+            check_evaluation(tmp_path / "absent", benchmarks, PAPER["settings"], data=data)
 
 
 def test_the_paper_and_default_evaluations_pass(tmp_path):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from selectit.evaluation import _textgen as tg
 from selectit.evaluation import alpacaeval, humaneval, metrics, tydiqa
+from selectit.evaluation import textgen as tg
 from tests.fake_openai import chat_server
 
 GEN = {"dtype": "fp32", "device": "cpu"}

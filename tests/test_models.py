@@ -129,9 +129,10 @@ def test_a_model_split_by_accelerate_rates_like_the_whole_model(tiny_model_dir, 
     import pandas as pd
     from transformers import AutoModelForCausalLM
 
+    from selectit.engines.hf_rater import Rater
     from selectit.models import split_across_devices
     from selectit.prompts import RatingPrompt
-    from selectit.rating import Rater, rate_shard
+    from selectit.rating import rate_shard
 
     whole, tokenizer = load_prepared(tiny_model_dir, dtype=torch.float32, device="cpu")
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",

@@ -25,7 +25,7 @@ from selectit.training import (
     tokenize_subset,
     train,
 )
-from selectit.rating import fixed_batches, padding_share
+from selectit.batching import fixed_batches, padding_share
 from tests.conftest import SHARED
 
 ALPACA = SHARED / "data" / "alpaca" / "alpaca_en_demo.json"

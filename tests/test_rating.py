@@ -9,12 +9,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from selectit.batching import padding_share, plan_batches, plan_low_padding
 from selectit.data import normalise
 from selectit.errors import InputError, NonFiniteLogitsError
-from selectit.prompts import RatingPrompt
 from selectit.host import MALLOC_ENV, job_cpus, tune_malloc
-from selectit.rating import (encode_row, padding_share, plan_batches, plan_low_padding, rate_shard, rate_shard_file,
-                             score_token_ids)
+from selectit.prompts import RatingPrompt, encode_row, score_token_ids
+from selectit.rating import rate_shard, rate_shard_file
 
 PROMPT = RatingPrompt("Rate the response from 1 to 5.\n", 1)
 
@@ -153,13 +153,13 @@ def test_prefix_reuse_needs_sdpa(tiny_model_dir, monkeypatch):
     rater says why it cannot reuse the prefix and rates rows in full."""
     import torch
 
-    import selectit.rating as rating
+    from selectit.engines import hf_rater
     from selectit.models import load_prepared
 
     model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
     full, _ = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
-    real_modules = rating._attention_modules
-    monkeypatch.setattr(rating, "_attention_modules", lambda m: real_modules(m) + [torch.nn.Identity()])
+    real_modules = hf_rater._attention_modules
+    monkeypatch.setattr(hf_rater, "_attention_modules", lambda m: real_modules(m) + [torch.nn.Identity()])
     with pytest.warns(RuntimeWarning, match="without reusing the prompt prefix"):
         table, stats = rate_shard(_shard(4), PROMPT, model, tok, 5, 512, "tiny", progress=False)
     assert stats["prefix_rows"] == 0 and "did not go through" in stats["prefix_unavailable"]
@@ -176,16 +176,16 @@ def test_compiled_layers_equal_eager(tiny_model_dir, monkeypatch):
     (compile=None) the rater compiles only where the work reaches COMPILE_MIN_FLOPS."""
     import torch
 
-    import selectit.rating as rating
+    from selectit.engines import hf_rater
     from selectit.models import load_prepared
 
     model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
     shard = _shard()
     monkeypatch.delenv("SELECTIT_COMPILE", raising=False)
-    monkeypatch.setitem(rating.COMPILE_MIN_FLOPS, "cpu", 1e30)
+    monkeypatch.setitem(hf_rater.COMPILE_MIN_FLOPS, "cpu", 1e30)
     eager, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", progress=False)
     assert stats["compiled"] is False
-    monkeypatch.setitem(rating.COMPILE_MIN_FLOPS, "cpu", 1.0)
+    monkeypatch.setitem(hf_rater.COMPILE_MIN_FLOPS, "cpu", 1.0)
     try:
         for prefix in (True, False):
             compiled, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=prefix,
@@ -193,7 +193,7 @@ def test_compiled_layers_equal_eager(tiny_model_dir, monkeypatch):
             assert stats["compiled"] is True
             np.testing.assert_allclose(_logits(compiled), _logits(eager), atol=1e-4)
     finally:
-        rating._uncompile_layers(model)
+        hf_rater._uncompile_layers(model)
 
 
 def test_rate_shard_file_is_atomic_and_complete(tiny_model_dir, tmp_path):
@@ -222,8 +222,8 @@ def test_nan_logits_name_the_row(tiny_model_dir):
 def test_oom_batch_is_split_not_dropped(tiny_model_dir, monkeypatch):
     import torch
 
+    from selectit.engines.hf_rater import Rater
     from selectit.models import load_prepared
-    from selectit.rating import Rater
 
     model, tok = load_prepared(tiny_model_dir, dtype=torch.float32)
     real = Rater._forward
@@ -498,7 +498,7 @@ def test_manual_attention_equals_sdpa():
     import torch
     import torch.nn.functional as F
 
-    from selectit.rating import _manual_attention
+    from selectit.engines.hf_rater import _manual_attention
 
     torch.manual_seed(0)
     b, hq, hkv, t, p, d = 3, 4, 2, 7, 3, 32
@@ -528,17 +528,17 @@ def test_manual_attention_in_the_rater_equals_sdpa(arch, tiny_model_dir, smollm2
     left padding) equal plain SDPA rating every row in full."""
     import torch
 
-    import selectit.rating as rating
+    from selectit.engines import hf_rater
     from selectit.models import load_prepared
 
     folder = tiny_model_dir if arch == "llama" else _tiny_gemma3(smollm2_tokenizer_dir, tmp_path / "gemma3")
     model, tok = load_prepared(folder, dtype=torch.float32)
     shard = _shard()
     full, _ = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", prefix_cache=False, progress=False)
-    monkeypatch.setattr(rating, "MANUAL_ATTENTION_MIN_HEAD_DIM", 1)
+    monkeypatch.setattr(hf_rater, "MANUAL_ATTENTION_MIN_HEAD_DIM", 1)
     calls = []
-    real = rating._manual_attention
-    monkeypatch.setattr(rating, "_manual_attention", lambda *a: calls.append(1) or real(*a))
+    real = hf_rater._manual_attention
+    monkeypatch.setattr(hf_rater, "_manual_attention", lambda *a: calls.append(1) or real(*a))
     reused, stats = rate_shard(shard, PROMPT, model, tok, 5, 512, "tiny", token_budget=300, progress=False)
     assert calls and stats["prefix_rows"] > 0
     np.testing.assert_allclose(_logits(reused), _logits(full), atol=1e-4)

@@ -45,6 +45,7 @@ def test_every_benchmark_has_pinned_sources_and_the_shared_copies_hashes():
     assert {f.benchmark for f in resources.FILES} == set(BENCHMARKS)
     sums = shared_sums()
     for item in resources.FILES:
+        assert item.path.startswith(BENCHMARKS[item.benchmark].data_subdir + "/"), item.path  # where it is read
         if item.path == GOLDP_DEV:  # the one unpinned official file; pinned by its TFDS-recorded hash
             assert item.url == "https://storage.googleapis.com/tydiqa/v1.1/tydiqa-goldp-v1.1-dev.json"
             continue
@@ -111,11 +112,18 @@ def test_a_corrupted_file_is_refused_and_leaves_nothing(tmp_path):
     assert leftovers(root) == [item.path] and sha(root / item.path) == item.sha256
 
 
-def test_unknown_paths_and_benchmarks_are_input_errors():
+def test_unknown_paths_and_benchmarks_are_input_errors(monkeypatch):
     with pytest.raises(InputError, match="mmlu/test/astrology_test.csv is not a file of the benchmark download"):
         resources.entry("mmlu/test/astrology_test.csv")
-    with pytest.raises(InputError, match=r"no download source for benchmark\(s\) \['superni'\]"):
+    # a name outside the registry: the config key (the schema lists no names) and the known ones
+    with pytest.raises(InputError, match=r"^config evaluation.benchmarks: unknown benchmark\(s\) \['superni'\]; "
+                                         r"known: \['alpaca_eval', 'bbh', 'codex', 'gsm', 'mmlu', 'tydiqa'\]"):
         resources.files_for(["gsm", "superni"])
+    # a registered benchmark this table has no files for
+    monkeypatch.setattr(resources, "FILES", tuple(f for f in resources.FILES if f.benchmark != "tydiqa"))
+    with pytest.raises(InputError, match=r"^config evaluation.benchmarks: no download source for benchmark\(s\) "
+                                         r"\['tydiqa'\]"):
+        resources.files_for(["gsm", "tydiqa"])
 
 
 def mirror_config(workdir, mirror, benchmarks=("gsm", "codex", "alpaca_eval")):

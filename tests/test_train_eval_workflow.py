@@ -30,11 +30,11 @@ EVAL_SETTINGS = {
 def present_benchmarks() -> list[str]:
     """Benchmarks whose module exists (mmlu/gsm/bbh may still be missing while they are written)."""
     names = []
-    for name, module in BENCHMARKS.items():
+    for name, entry in BENCHMARKS.items():
         try:
-            importlib.import_module(module)
+            importlib.import_module(entry.module)
         except ModuleNotFoundError as exc:
-            if exc.name == module:
+            if exc.name == entry.module:
                 continue
             raise
         names.append(name)

@@ -6,10 +6,11 @@ softmax, which each process computes by itself): the processes must agree to spl
 import os
 import sys
 
-import selectit.rating as rating
+from selectit import rating
+from selectit.engines import hf_rater
 
 if __name__ == "__main__":
-    real = rating.Rater._forward
+    real = hf_rater.Rater._forward
     failed = []
 
     def forward(self, rows):
@@ -19,5 +20,5 @@ if __name__ == "__main__":
             raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB (injected in process 1 only)")
         return result
 
-    rating.Rater._forward = forward
+    hf_rater.Rater._forward = forward
     rating.tensor_parallel_worker(sys.argv[1])

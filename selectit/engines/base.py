@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from selectit.errors import NonFiniteLogitsError
+
 
 class Engine(ABC):
     """One loaded model. Use as a context manager, or call ``close``."""
@@ -35,7 +37,7 @@ class Engine(ABC):
     def score(self, rows: Sequence[Any], row_ids: Sequence[str], token_ids: Sequence[int], *,
               prefix_ids: Sequence[int] | None = None, token_budget: int = 8192, max_rows: int = 256,
               progress: bool = True, compile: bool | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """For each row (``selectit.rating.EncodedRow``, in any order: results come back by ``row.position``):
+        """For each row (``selectit.prompts.EncodedRow``, in any order: results come back by ``row.position``):
         (N, K) float32 values whose softmax over the K ids is the renormalised score distribution, (N,) float32
         full-vocabulary probability mass on the K ids, and the run's stats. ``prefix_ids``: the ids most rows
         start with (the rating-prompt head), which an engine may compute once. ``compile``: whether to compile the
@@ -51,7 +53,7 @@ class Engine(ABC):
                  temperature: float = 1.0, top_p: float = 1.0, n_samples: int = 1, stop: Sequence[str] = (),
                  seed: int = 0) -> list[list[str]]:
         """``n_samples`` continuations of each prompt, decoded without special tokens and cut at the first stop
-        string (``selectit.evaluation._textgen.generate`` defines the contract)."""
+        string (``selectit.evaluation.textgen.generate`` defines the contract)."""
 
     def describe(self) -> dict[str, Any]:
         """What a result records of the engine (its name, dtype, version)."""
@@ -70,8 +72,6 @@ class Engine(ABC):
 def check_scores(values: np.ndarray, mass: np.ndarray, rows: Sequence[Any], row_ids: Sequence[str],
                  model_name: str) -> None:
     """Every engine's guard: a non-finite score value stops the job, naming the sample."""
-    from selectit.errors import NonFiniteLogitsError
-
     bad = ~(np.isfinite(values).all(axis=1) & np.isfinite(mass)) if len(values) else np.zeros(0, bool)
     for row in rows:
         if bad[row.position]:

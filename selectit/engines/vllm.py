@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 
 from selectit.engines.base import Engine, check_scores
+from selectit.engines.generation import check_generation, completion_text, prompt_ids, truncate_at_stops
 from selectit.errors import InputError, SelectITError
+from selectit.host import affinity_mask, job_cpus, job_memory_bytes
+from selectit.models import parse_dtype
 
 PYTHON_ENV = "SELECTIT_VLLM_PYTHON"
 SETUP = "make setup-vllm"
@@ -86,16 +89,12 @@ def model_positions(model_dir: Path) -> int:
 
 def vllm_dtype(dtype: str | None) -> str:
     """Our dtype setting as vLLM names it (auto: ``selectit.models.default_dtype``, as the HF engine resolves it)."""
-    from selectit.models import parse_dtype
-
     return DTYPES[str(parse_dtype(dtype)).removeprefix("torch.")]
 
 
 def worker_env(threads: int | None, cuda: bool, environ: dict[str, str] | None = None) -> tuple[dict[str, str], dict]:
     """The worker's environment: the job's CPUs and memory (see the module's docstring); no PYTHONPATH or
     VIRTUAL_ENV of the main environment. Returns (env, what was chosen)."""
-    from selectit.host import job_cpus, job_memory_bytes
-
     env = dict(os.environ if environ is None else environ)
     for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
         env.pop(name, None)
@@ -106,10 +105,7 @@ def worker_env(threads: int | None, cuda: bool, environ: dict[str, str] | None =
     chosen: dict[str, Any] = {"threads": n}
     env["OMP_NUM_THREADS"] = str(n)
     if not cuda:
-        try:
-            mask = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            mask = list(range(os.cpu_count() or 1))
+        mask = affinity_mask()
         # bind OpenMP threads to CPUs only where the job owns its whole mask (Slurm's cpuset, taskset); where jobs
         # share the machine (a local run) binding would pile them onto the same first CPUs: leave it to the OS
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, mask)) if n >= len(mask) else "nobind")
@@ -294,8 +290,6 @@ class VLLMEngine(Engine):
 
     def generate(self, prompts, *, max_new_tokens, batch_size, do_sample=False, temperature=1.0, top_p=1.0,
                  n_samples=1, stop=(), seed=0):
-        from selectit.evaluation._textgen import check_generation, completion_text, prompt_ids, truncate_at_stops
-
         check_generation(max_new_tokens, batch_size, n_samples, do_sample, temperature)
         ids = prompt_ids(self.tokenizer, prompts)
         setting = {"max_new_tokens": max_new_tokens, "stop": list(stop), "do_sample": do_sample,

@@ -48,7 +48,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from selectit.errors import InputError
-from selectit.evaluation import _textgen as tg
+from selectit.evaluation import textgen as tg
 from selectit.evaluation.metrics import win_rate
 
 BENCHMARK = "alpaca_eval"

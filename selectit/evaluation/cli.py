@@ -1,14 +1,14 @@
 """Run one benchmark on one model: ``python -m selectit evaluate`` and the workflow's ``evaluate`` rule.
 
-``evaluate`` imports the benchmark's module from ``BENCHMARKS`` and calls its
-``run(model_dir, data_dir, out_path, settings)``; it only sets up the CPU threads first
+``evaluate`` imports the benchmark's module (its entry in the registry ``selectit.evaluation.BENCHMARKS``) and
+calls its ``run(model_dir, data_dir, out_path, settings)``; it only sets up the CPU threads first
 (``selectit.host.prepare_cpu_threads``, so a job keeps to the cores the scheduler gave it) and a check of the
 settings' keys. ``check_settings``
 runs the same key check without running anything, so the workflow rejects a typo in a benchmark's
 settings when it parses the config, not after training; ``check_evaluation`` adds the data folder and the
-AlpacaEval judge to it. ``data_files`` lists the files of a benchmark
-under ``data_dir`` (the layout of the public data sets, as each module reads them), for the workflow's
-inputs.
+AlpacaEval judge to it (and an unknown benchmark name before all). ``data_files`` lists the files of a benchmark
+under ``data_dir`` (its registry entry's ``data_subdir``: the layout of the public data sets, as each module reads
+them), for the workflow's inputs.
 """
 
 from __future__ import annotations
@@ -22,27 +22,16 @@ from typing import Any
 from selectit.engines import DEFAULT as ENGINE_DEFAULT
 from selectit.engines import ENGINES, check
 from selectit.errors import InputError
-from selectit.evaluation import BENCHMARKS
-
-#: Sub-folder of ``data_dir`` that each benchmark reads (the public data sets' layout; see data/default/README.md).
-DATA_SUBDIRS = {
-    "mmlu": "mmlu",
-    "gsm": "gsm8k",
-    "bbh": "bbh",
-    "tydiqa": "tydiqa",
-    "codex": "humaneval",
-    "alpaca_eval": "alpaca_eval",
-}
-
-#: Settings every lm-evaluation-harness benchmark takes besides its module's DEFAULTS.
-_LMEVAL_COMMON = "selectit.evaluation.lmeval_tasks"
+from selectit.evaluation import BENCHMARKS, check_benchmarks
+from selectit.host import prepare_cpu_threads
+from selectit.training import read_settings_arg
 
 
 def benchmark_module(benchmark: str):
     """The module that runs ``benchmark`` (InputError for a name outside ``BENCHMARKS``)."""
     if benchmark not in BENCHMARKS:
         raise InputError(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}")
-    return importlib.import_module(BENCHMARKS[benchmark])
+    return importlib.import_module(BENCHMARKS[benchmark].module)
 
 
 def known_settings(benchmark: str) -> set[str] | None:
@@ -55,12 +44,14 @@ def known_settings(benchmark: str) -> set[str] | None:
     defaults = getattr(module, "DEFAULTS", None)
     if not isinstance(defaults, dict):
         return None
-    from selectit.evaluation._textgen import ENGINE_DEFAULTS
+    # side effect: importing lmeval_tasks sets the HF offline mode (for every benchmark, as it always did);
+    # deferred: textgen pulls in numpy, which `python -m selectit --help` (this module is its plugin) need not load
+    from selectit.evaluation import lmeval_tasks
+    from selectit.evaluation.textgen import ENGINE_DEFAULTS
 
     keys = set(defaults) | set(ENGINE_DEFAULTS)
-    common = importlib.import_module(_LMEVAL_COMMON)
-    if getattr(module, "lt", None) is common:
-        keys |= set(common.COMMON_DEFAULTS)
+    if BENCHMARKS[benchmark].lm_eval:
+        keys |= set(lmeval_tasks.COMMON_DEFAULTS)
     return keys
 
 
@@ -79,11 +70,12 @@ def check_evaluation(data_dir: str | Path, benchmarks: list[str], settings: dict
                      key: str = "evaluation", data: bool = True) -> None:
     """Fail fast, before any job runs: InputError naming the config key (``evaluation.settings.<b>`` ...,
     ``evaluation.data_dir``, ``evaluation.settings.alpaca_eval.judge.model_dir`` ...) when an evaluation
-    would stop later: an unknown benchmark or setting, a data folder that lacks a benchmark's files (each
-    module's ``check_data``: the files its ``run`` reads), or an AlpacaEval judge that could not run (no
+    would stop later: an unknown benchmark (``evaluation.benchmarks``) or setting, a data folder that lacks a
+    benchmark's files (each module's ``check_data``: the files its ``run`` reads), or an AlpacaEval judge that could not run (no
     model, no endpoint). ``key``: the config path of the evaluation section, for the messages. ``data=False``:
     the data files are yet to come (the workflow's download rule, selectit.resources, fetches them) and only
     the settings and the judge are checked."""
+    check_benchmarks(benchmarks, f"config {key}.benchmarks")
     settings = settings or {}
     for benchmark in benchmarks:
         try:
@@ -101,14 +93,15 @@ def check_evaluation(data_dir: str | Path, benchmarks: list[str], settings: dict
                 module.check_data(str(data_dir), bench_settings)
         except InputError as exc:
             raise InputError(f"config {key}.data_dir: {benchmark} cannot run: {exc}") from None
-        if benchmark == "alpaca_eval":
-            module.check_judge(bench_settings.get("judge"), f"config {key}.settings.alpaca_eval.judge")
+        check_judge = getattr(module, "check_judge", None)  # a benchmark with a judge (AlpacaEval)
+        if check_judge is not None:
+            check_judge(bench_settings.get("judge"), f"config {key}.settings.{benchmark}.judge")
 
 
 def data_files(benchmark: str, data_dir: str | Path) -> list[str]:
     """Every file under ``data_dir``'s folder for ``benchmark`` (sorted; [] when it is missing)."""
-    sub = DATA_SUBDIRS.get(benchmark)
-    folder = Path(data_dir) / sub if sub else None
+    entry = BENCHMARKS.get(benchmark)
+    folder = Path(data_dir) / entry.data_subdir if entry else None
     if folder is None or not folder.is_dir():
         return []
     return sorted(str(p) for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -123,8 +116,6 @@ def evaluate(benchmark: str, model_dir: str | Path, data_dir: str | Path, out_pa
         raise InputError(f"model folder {model_dir} does not exist")
     if not Path(data_dir).is_dir():
         raise InputError(f"evaluation data folder {data_dir} does not exist")
-    from selectit.host import prepare_cpu_threads
-
     prepare_cpu_threads(int(threads) if threads else None)  # before torch loads: OpenMP reads its settings once
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     return module.run(str(model_dir), str(data_dir), str(out_path), json.loads(json.dumps(settings or {})))
@@ -136,8 +127,6 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_cli(args: argparse.Namespace) -> None:
-    from selectit.training import read_settings_arg
-
     settings = read_settings_arg(args.settings_json) or {}
     if args.engine != ENGINE_DEFAULT:
         check(args.engine, "--engine")

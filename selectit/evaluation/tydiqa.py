@@ -21,8 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from selectit.engines.generation import truncate_at_stops
 from selectit.errors import InputError
-from selectit.evaluation import _textgen as tg
+from selectit.evaluation import textgen as tg
 from selectit.evaluation.metrics import exact_match, max_over_golds, squad_scores, token_f1
 
 BENCHMARK = "tydiqa"
@@ -131,7 +132,7 @@ def build_prompt(example: dict, shots: list[dict], tokenizer, chat_format: str |
 
 def postprocess(generation: str) -> str:
     """open-instruct stops at the first newline and strips the answer."""
-    return tg.truncate_at_stops(generation, ["\n"]).strip()
+    return truncate_at_stops(generation, ["\n"]).strip()
 
 
 def run(model_dir: str, data_dir: str, out_path: str, settings: dict) -> dict:

@@ -14,28 +14,26 @@ from typing import Any
 
 import pandas as pd
 
+from selectit.audit import read_metrics
+from selectit.embeddings import read_embeddings
+from selectit.paper import figures
+
 Draw = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, str]], pd.DataFrame]
 
 
 def data_quantity(inputs, params, out) -> pd.DataFrame:
-    from selectit.paper import figures
-
     evals = figures.read_eval_results(params["runs"], list(inputs["evals"]))
     points = figures.quantity_points(evals, params["benchmarks"])
     return figures.plot_data_quantity(points, out["pdf"], out["png"])
 
 
 def length_and_calculation(inputs, params, out) -> pd.DataFrame:
-    from selectit.paper import figures
-
     subsets = {m: figures.read_subset(path) for m, path in zip(params["methods"], inputs["subsets"], strict=True)}
     return figures.plot_length_and_calculation(figures.subset_statistics(subsets), out["pdf"], out["png"],
                                                title_suffix=f" ({params['dataset']})")
 
 
 def trends_vs_proportion(inputs, params, out) -> pd.DataFrame:
-    from selectit.paper import figures
-
     subsets = {q: figures.read_subset(path) for q, path in zip(params["proportions"], inputs["subsets"], strict=True)}
     return figures.plot_trends(figures.trend_statistics(subsets), out["pdf"], out["png"],
                                selected_proportion=params["selected_proportion"],
@@ -43,9 +41,6 @@ def trends_vs_proportion(inputs, params, out) -> pd.DataFrame:
 
 
 def tsne(inputs, params, out) -> pd.DataFrame:
-    from selectit.embeddings import read_embeddings
-    from selectit.paper import figures
-
     groups = {"Random": figures.read_subset(inputs["random"])["id"],
               "SelectIT": figures.read_subset(inputs["selectit"])["id"]}
     settings = params["tsne"]
@@ -57,8 +52,6 @@ def tsne(inputs, params, out) -> pd.DataFrame:
 
 
 def score_distributions(inputs, params, out) -> pd.DataFrame:
-    from selectit.paper import figures
-
     samples = pd.read_parquet(inputs["samples"])
     scores = pd.read_parquet(inputs["scores"])
     levels = figures.score_levels(scores)
@@ -71,9 +64,6 @@ def score_distributions(inputs, params, out) -> pd.DataFrame:
 
 
 def audit(inputs, params, out) -> pd.DataFrame:
-    from selectit.audit import read_metrics
-    from selectit.paper import figures
-
     return figures.plot_audit(read_metrics(list(inputs["metrics"])), out["pdf"], out["png"])
 
 
@@ -89,8 +79,6 @@ FIGURES: dict[str, Draw] = {
 
 def draw(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any], out: Mapping[str, str]) -> pd.DataFrame:
     """Draw one registered figure and write its CSV (the plotted values)."""
-    from selectit.paper import figures
-
     plotted = FIGURES[name](inputs, params, out)
     figures.write_csv_atomic(plotted, out["csv"])
     return plotted

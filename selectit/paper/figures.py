@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from selectit.atomic import atomic_path, write_text_atomic
+from selectit.audit import KIND_ORDER
 from selectit.errors import InputError
 from selectit.methods import KINDS, LEVELS, label
 from selectit.paper import results, stats
@@ -427,9 +428,7 @@ def plot_score_distributions(levels: pd.DataFrame, records: pd.DataFrame | None,
 def plot_audit(metrics: pd.DataFrame, pdf_path: str | Path, png_path: str | Path) -> pd.DataFrame:
     """AUROC of every scorer (rows) per corruption or flaw kind (columns), a panel per (dataset, reference);
     0.5 is chance, degenerate scorers are marked with an asterisk."""
-    import seaborn as sns
-
-    from selectit.audit import KIND_ORDER
+    import seaborn as sns  # heavy: imports matplotlib
 
     panels = list(metrics.groupby(["dataset", "reference"], sort=False))
     fig, axes = _figure(len(panels), 6.2 * len(panels) + 1, 0.42 * metrics["scorer"].nunique() + 2.2)

@@ -14,6 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from selectit import audit
+from selectit.paper import tables
+
 # the paper settings every run-based table reads (which runs it shows)
 RUN_KEYS = ("proportion", "dataset", "main_bases", "other_bases")
 
@@ -29,16 +32,12 @@ def _view(function_name: str) -> Callable[[Mapping[str, Any], Mapping[str, Any]]
     """A table computed from the config view its params hold (the declared settings only)."""
 
     def make(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFrame:
-        from selectit.paper import tables
-
         return getattr(tables, function_name)(params["view"])
 
     return make
 
 
 def _table9(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFrame:
-    from selectit.paper import tables
-
     extra = params["extra"]
     measured = tables.measured_efficiency(extra["expected"], extra["gpus"],
                                           tables.benchmarks_on_disk(extra["expected"], extra["skip"]),
@@ -51,16 +50,12 @@ def _table9(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFram
 
 
 def _reported(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFrame:
-    from selectit.paper import tables
-
     judge = list(inputs["judge"])
     return tables.reported_vs_reproduced({"full": inputs["full"], "selectit": inputs["selectit"],
                                           "judge": judge[0] if judge else None})
 
 
 def _audit(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> pd.DataFrame:
-    from selectit import audit
-
     return audit.summary(audit.read_metrics(list(inputs["metrics"])), params["extra"]["proportions"])
 
 

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 from selectit.errors import InputError
+from selectit.evaluation import BENCHMARKS
 
-BENCHMARK_ORDER = ("mmlu", "bbh", "gsm", "tydiqa", "codex", "alpaca_eval")  # the paper's column order
-BENCHMARK_LABELS = {"mmlu": "MMLU", "bbh": "BBH", "gsm": "GSM", "tydiqa": "TyDiQA", "codex": "CodeX",
-                    "alpaca_eval": "AE"}
+# Read from the benchmark registry (selectit.evaluation.BENCHMARKS), whose order is the paper's column order.
+BENCHMARK_ORDER = tuple(BENCHMARKS)
+BENCHMARK_LABELS = {b.name: b.label for b in BENCHMARKS.values()}
 
 
 def read_metric(path: str | Path) -> float:

@@ -27,6 +27,7 @@ from selectit.errors import InputError
 from selectit.methods import KINDS, label
 from selectit.paper import plan, stats
 from selectit.paper.results import BENCHMARK_LABELS, BENCHMARK_ORDER, overall, read_metric
+from selectit.paper.tabular import finish_table
 
 OVERALL = "Overall"
 METHOD_LABELS = {name: kind.label for name, kind in KINDS.items()}  # the registry's labels (selectit.methods)
@@ -153,12 +154,6 @@ def _delta_vs_full(frame: pd.DataFrame, method_level: str) -> pd.DataFrame:
 def _metrics_table(config: dict, key: str, root: str | Path, keys: list[str]) -> pd.DataFrame:
     benchmarks = ordered_benchmarks(config)
     return summarise(run_metrics(plan.runs(config)[key], benchmarks, root), keys, benchmarks)
-
-
-def finish_table(frame: pd.DataFrame, caption: str, notes: list[str]) -> pd.DataFrame:
-    frame.attrs["caption"] = caption
-    frame.attrs["notes"] = notes
-    return frame
 
 
 # ----------------------------------------------------------------------------------------- tables
