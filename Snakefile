@@ -1,6 +1,6 @@
 # SelectIT pipeline: data -> rating -> scoring -> selection (-> training -> evaluation -> paper).
 # A table of contents: the rules live in rules/, the logic in the selectit package.
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -14,12 +14,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
-validate(config, "schemas/config.schema.yaml")
-
-
 report: "report/workflow.rst"
 
 
+# rules/common.smk validates the config against schemas/config.schema.yaml and settles it (selectit.settings).
 include: "rules/common.smk"
 include: "rules/plan.smk"
 include: "rules/data.smk"
@@ -41,21 +39,21 @@ include: "rules/figures.smk"
 # and evaluation too when training.bases names any.
 rule all:
     input:
-        fused_targets(),
-        subset_targets(),
-        audit_targets(),
-        train_targets(),
-        eval_targets(),
+        SETTINGS.fused_targets(),
+        SETTINGS.subset_targets(),
+        SETTINGS.audit_targets(),
+        SETTINGS.train_targets(),
+        SETTINGS.eval_targets(),
 
 
 rule train_all:
     input:
-        train_targets(),
+        SETTINGS.train_targets(),
 
 
 rule eval_all:
     input:
-        eval_targets(),
+        SETTINGS.eval_targets(),
 
 
 # A Hugging Face Hub dataset folder per configured subset: results/release/{dataset}/{method}/{proportion}/

@@ -22,10 +22,10 @@ rule audit_scores:
         scorers=lambda w: AUDIT_PLANS[w.dataset],
         proportions=SELECTION["proportions"],
         seed=SELECTION["seed"],
-        token_prompt=LEVEL_VALUES["token_prompt"],
+        token_prompt=SETTINGS.level_values["token_prompt"],
         models=list(MODELS),
-        max_mode_share=AUDIT_SETTINGS["max_mode_share"],
-        min_score_mass=AUDIT_SETTINGS["min_score_mass"],
+        max_mode_share=SETTINGS.audit_settings["max_mode_share"],
+        min_score_mass=SETTINGS.audit_settings["min_score_mass"],
     script:
         "../scripts/audit_scores.py"
 
@@ -33,4 +33,4 @@ rule audit_scores:
 # Every audited dataset's metrics (also in `all`); the table and figure are in tables/all and figures/all.
 rule audit:
     input:
-        audit_targets(),
+        SETTINGS.audit_targets(),

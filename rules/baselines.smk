@@ -20,12 +20,13 @@ rule ifd_shard:
     threads: config["rating"]["threads"]
     resources:
         gpu=model_gpus(IFD["model"]),
+        token_budget=IFD["token_budget"],  # a batch size: changes no score
     params:
         dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         max_length=IFD["max_length"],
         variant=IFD["variant"],
-        numerics=RATING_NUMERICS,
+        numerics=SETTINGS.rating_numerics,
         prompt_sha=IFD_PROMPT_SHA,
     script:
         "../scripts/ifd_shard.py"
@@ -64,12 +65,13 @@ rule judge_shard:
         "../envs/evaluation.yaml"
     threads: config["rating"]["threads"]
     resources:
-        gpu=judge_gpus(),
+        gpu=SETTINGS.judge_gpus(),
+        judge_run=json.dumps(run_settings(JUDGE)),  # batch size, workers, retries: change no score
     params:
         dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
         judge=result_settings(JUDGE),
-        numerics=RATING_NUMERICS if JUDGE["type"] == "hf" else None,
+        numerics=SETTINGS.rating_numerics if JUDGE["type"] == "hf" else None,
     script:
         "../scripts/judge_shard.py"
 

@@ -20,6 +20,6 @@ rule evaluate:
         gpu=1,
     params:
         data_dir=EVALUATION["data_dir"],
-        settings=lambda w: eval_settings(w.benchmark),
+        settings=lambda w: SETTINGS.eval_settings(w.benchmark),
     script:
         "../scripts/evaluate_benchmark.py"

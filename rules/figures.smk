@@ -31,7 +31,7 @@ QUANTITY_KEYS = [
     for b in EVALUATION["benchmarks"]
 ]
 QUANTITY_EVALS = [
-    f"{run_dir('eval', *run)}/{b}.json"
+    layout.eval_result(*run, b)
     for run in QUANTITY_RUNS
     for b in EVALUATION["benchmarks"]
 ]
@@ -89,7 +89,7 @@ FIGURE_INPUTS = {
         "selectit": FIGURE_SELECTIT_SUBSET,
     },
 }
-FIGURE_INPUTS["audit"] = {"metrics": audit_targets()}
+FIGURE_INPUTS["audit"] = {"metrics": SETTINGS.audit_targets()}
 FIGURE_PARAMS = {
     "audit": {},
     "data_quantity": {"runs": QUANTITY_KEYS, "benchmarks": EVALUATION["benchmarks"]},

@@ -9,6 +9,6 @@ rule prepare_model:
     conda:
         "../envs/rating.yaml"
     params:
-        spec=lambda w: MODEL_SPECS[w.model],
+        spec=lambda w: SETTINGS.model_specs[w.model],
     script:
         "../scripts/prepare_model.py"

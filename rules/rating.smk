@@ -17,12 +17,13 @@ rule rate_shard:
     threads: config["rating"]["threads"]
     resources:
         gpu=lambda w: model_gpus(w.model),
+        token_budget=config["rating"]["token_budget"],  # a batch size: changes no score
     params:
         dataset=lambda w: dataset_spec(w.dataset),
         shard_hash=shard_hash,
-        prompt_text=lambda w: PROMPT_BY_ID[w.prompt].text,
+        prompt_text=lambda w: SETTINGS.prompt_by_id[w.prompt].text,
         score_levels=config["score_levels"],
         max_length=config["rating"]["max_length"],
-        numerics=RATING_NUMERICS,
+        numerics=SETTINGS.rating_numerics,
     script:
         "../scripts/rate_shard.py"

@@ -19,6 +19,8 @@ rule download_eval_file:
         path=EVAL_DOWNLOAD_PATHS,
     conda:
         "../envs/evaluation.yaml"
+    resources:
+        mirror=EVALUATION["download"]["mirror"] or "",  # where the bytes come from: their sha256 is checked
     params:
         sha256=eval_download_sha256,
     script:
@@ -28,4 +30,4 @@ rule download_eval_file:
 # `snakemake eval_downloads`: every file the configured evaluations read (e.g. on a login node, before a run).
 rule eval_downloads:
     input:
-        eval_download_targets(),
+        SETTINGS.eval_download_targets(),

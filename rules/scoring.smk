@@ -78,7 +78,7 @@ rule level_scores:
     params:
         models=list(MODELS),
         model_weights=config["scoring"]["model_weights"],
-        settings=lambda w: level_settings(w.method, LEVEL_VALUES),
+        settings=lambda w: SETTINGS.level_settings(w.method),
     script:
         "../scripts/level_scores.py"
 

@@ -18,6 +18,6 @@ checkpoint select_subset:
     conda:
         "../envs/selection.yaml"
     params:
-        settings=lambda w: select_settings(w.method, SELECT_VALUES),
+        settings=lambda w: SETTINGS.select_settings(w.method),
     script:
         "../scripts/select_subset.py"

@@ -1,8 +1,7 @@
 # The paper's tables (selectit.paper.tables): `snakemake tables/all` builds every one and the Markdown index
 # tables/all. Each table is results/tables/<name>.{csv,md,tex}, computed only from pipeline outputs.
 from selectit.paper import plan as paper_plan
-from selectit.paper.registry import TABLES, view as table_view
-from selectit.paper.tables import declared_gpus
+from selectit.paper.registry import TABLES
 
 TABLE_PAPER = paper_plan.settings(config)
 TABLE_RUNS = paper_plan.runs(config)
@@ -16,11 +15,7 @@ TABLE_TITLES = {
 # Inputs, as lists computed once (rules/common.smk holds the path helpers). Runs are canonical
 # (selectit.paper.plan), so a run shared by several tables is trained and evaluated once.
 TABLE_EVALS = {
-    key: [
-        f"{run_dir('eval', *r)}/{b}.json"
-        for r in runs
-        for b in EVALUATION["benchmarks"]
-    ]
+    key: [layout.eval_result(*r, b) for r in runs for b in EVALUATION["benchmarks"]]
     for key, runs in {**TABLE_RUNS, "all": TABLE_ALL_RUNS}.items()
 }
 # (dataset, method, proportion) of every subset the tables read or train on, and their manifests: the runs'
@@ -35,10 +30,7 @@ TABLE_SUBSETS = sorted(
         for m in TABLE_READ_METHODS
     }
 )
-TABLE_MANIFESTS = {
-    (d, m, q): subset_path(d, m, q).removesuffix(".json") + ".manifest.json"
-    for d, m, q in TABLE_SUBSETS
-}
+TABLE_MANIFESTS = {(d, m, q): layout.manifest(d, m, q) for d, m, q in TABLE_SUBSETS}
 TABLE_LEVEL_MANIFESTS = [
     TABLE_MANIFESTS[(TABLE_DATASET, *paper_plan.canonical(m, TABLE_PROPORTION, config))]
     for m in ("token_r", "sentence_r", "model_r", "selectit")
@@ -121,7 +113,7 @@ TABLE_INPUTS = {
         "planned_config": TABLE_PAPER["cost"]["config"],
         "rating_shards": TABLE_RATING_SHARDS,
     },
-    "audit": {"metrics": audit_targets()},
+    "audit": {"metrics": SETTINGS.audit_targets()},
     "reported_vs_reproduced": {
         "full": subset_path(TABLE_DATASET, "full", 1.0),
         "selectit": subset_path(
@@ -144,6 +136,14 @@ TABLE_METHODS = {
     **{name: sorted({r.method for r in runs}) for name, runs in TABLE_RUNS.items()},
     "table4": list(LEVELS),
     "reported_vs_reproduced": ["full", "judge", "selectit"],
+}
+
+# What table_params (rules/common.smk) reads of the above, given to it rather than looked up by name.
+TABLE_CONTEXT = {
+    "expected": TABLE_EXPECTED_BENCHMARKS,
+    "paper": TABLE_PAPER,
+    "methods": TABLE_METHODS,
+    "registry": TABLES,
 }
 
 
@@ -169,7 +169,7 @@ rule table:
         "../envs/tables.yaml"
     params:
         **{
-            key: (lambda w, key=key: table_params(w.table)[key])
+            key: (lambda w, key=key: table_params(w.table, TABLE_CONTEXT)[key])
             for key in ("title", "caption", "view", "labels", "extra")
         },
     script:

@@ -19,7 +19,7 @@ rule train_subset:
     resources:
         gpu=TRAINING["nproc"],
     params:
-        settings=lambda w: base_settings(w.base),
+        settings=lambda w: SETTINGS.base_settings(w.base),
         nproc=TRAINING["nproc"],
         seed=lambda w: int(w.seed),
         subset_sha256=training_subset_digest,  # the subset's content: what reruns the fine-tune

@@ -3,6 +3,6 @@ from selectit.smk import step
 
 with step(snakemake):
     item = entry(snakemake.wildcards.path)
-    mirror = snakemake.config["evaluation"]["download"]["mirror"]
+    mirror = snakemake.resources.mirror or None
     fetch(item, snakemake.output[0], mirror)
     print(f"{item.path}: sha256 {item.sha256} from {mirror or item.url}")

@@ -15,7 +15,7 @@ with step(snakemake):
         out_path=snakemake.output.ifd,
         dtype=dtype,
         engine=engine,
-        token_budget=snakemake.config["selection"]["ifd"]["token_budget"],
+        token_budget=snakemake.resources.token_budget,
         threads=snakemake.threads,
         gpus=snakemake.resources.gpu,
         variant=p.variant,

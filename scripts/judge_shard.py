@@ -1,15 +1,15 @@
 import json
 
 from selectit.data import load_shard
-from selectit.judge import judge_settings, judge_shard_file
+from selectit.judge import job_settings, judge_shard_file
 from selectit.engines import parse_numerics
 from selectit.smk import step
 
 with step(snakemake):
-    p, config = snakemake.params, snakemake.config
+    p = snakemake.params
     engine, dtype = parse_numerics(p.numerics)
-    # every setting, read here: only those that change the scores are params (a threshold edit reruns nothing)
-    settings = judge_settings(config["selection"].get("judge"), next(iter(config["models"])))
+    # the settings that change the scores are params; those that do not (batch size, workers) are resources
+    settings = job_settings(p.judge, json.loads(snakemake.resources.judge_run))
     stats = judge_shard_file(
         settings=settings,
         shard=load_shard(p.dataset, snakemake.wildcards.shard),

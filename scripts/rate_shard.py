@@ -19,7 +19,7 @@ with step(snakemake):
         out_path=snakemake.output.ratings,
         dtype=dtype,
         engine=engine,
-        token_budget=snakemake.config["rating"]["token_budget"],
+        token_budget=snakemake.resources.token_budget,
         threads=snakemake.threads,
         gpus=snakemake.resources.gpu,
     )

@@ -28,6 +28,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from selectit.atomic import write_parquet_atomic
+from selectit.engines import open_engine
 from selectit.engines.base import Engine
 from selectit.engines.hf import HFEngine
 from selectit.errors import InputError
+from selectit.evaluation.alpacaeval import choice_ids, openai_client
+from selectit.host import prepare_cpu_threads
+from selectit.models import read_model_info
+from selectit.prompts import EncodedRow, cut_middle
+from selectit.sample_shards import merge_sample_shards, shard_metadata
 
 JUDGE_PROMPT = (
     "You are checking the quality of the examples in an instruction-tuning dataset.\n\n"
@@ -97,6 +105,19 @@ def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {**{k: settings[k] for k in RESULT_KEYS[settings["type"]]}, "prompt_sha": PROMPT_SHA}
 
 
+def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a judge job runs with that change no score (batch size, workers, retries, the key's variable):
+    the judge_shard jobs' resources, so editing them reruns nothing. The threshold and the unparsed policy act
+    after the scores and are not the job's."""
+    own = {"hf": HF_DEFAULTS, "openai": OPENAI_DEFAULTS}[settings["type"]]
+    return {k: settings[k] for k in own if k not in RESULT_KEYS[settings["type"]]}
+
+
+def job_settings(result: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """What a judge job scores with: its result settings (params, without the prompt's hash) and run settings."""
+    return {**{k: v for k, v in result.items() if k != "prompt_sha"}, **run}
+
+
 def judge_message(instruction: str, response: str) -> str:
     return JUDGE_PROMPT.format(instruction=instruction, response=response)
 
@@ -146,8 +167,6 @@ def score_prefix_and_ids(tokenizer: Any, probe: str) -> tuple[str, list[int]]:
 
     The answer text is "Score: <d>". Tokenizers that glue a space to a digit (" 4") use the prefix "Score:"
     and the tokens " 0".." 5"; those that split it ("▁", "4") use "Score: " and "0".."5"."""
-    from selectit.evaluation.alpacaeval import choice_ids
-
     for prefix, sep in ((ANSWER_PREFIX, " "), (ANSWER_PREFIX + " ", "")):
         try:
             ids = choice_ids(tokenizer, probe + prefix, tuple(sep + str(d) for d in SCORES))
@@ -167,8 +186,6 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 def encode_judge_row(tokenizer: Any, instruction: str, response: str, prefix: str,
                      max_length: int) -> tuple[list[int], bool]:
     """Token ids of one judge text; over max_length, the middle of the response (then of the instruction) is cut."""
-    from selectit.prompts import cut_middle
-
     ids = _encode(tokenizer, judge_text(tokenizer, instruction, response) + prefix)
     if len(ids) <= max_length:
         return ids, False
@@ -192,8 +209,6 @@ def hf_judge_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: 
                    model_name: str = "judge", progress: bool = True) -> tuple[pa.Table, dict[str, Any]]:
     """Expected 0-5 scores of every sample of a shard with a local judge; rows keep the shard's order. ``model``: a
     loaded HF model, or any ``selectit.engines.base.Engine`` (``tokenizer``: its tokenizer)."""
-    from selectit.rating import EncodedRow
-
     marker = "\x00INSTRUCTION\x00"
     probe = judge_text(tokenizer, marker, "")
     prefix, score_ids = score_prefix_and_ids(tokenizer, probe)
@@ -221,10 +236,6 @@ def hf_judge_shard(shard: pd.DataFrame, model: Any, tokenizer: Any, max_length: 
 # ----------------------------------------------------------------------------------------- openai judge
 def openai_judge_shard(shard: pd.DataFrame, settings: dict[str, Any]) -> tuple[pa.Table, dict[str, Any]]:
     """0-5 scores from an OpenAI-compatible chat endpoint (temperature 0), parsed from each answer."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from selectit.evaluation.alpacaeval import openai_client
-
     client = openai_client(settings["base_url"], settings["api_key_env"], float(settings["timeout"]),
                            int(settings["max_retries"]))
 
@@ -256,16 +267,9 @@ def openai_judge_shard(shard: pd.DataFrame, settings: dict[str, Any]) -> tuple[p
 def judge_shard_file(settings: dict[str, Any], shard: pd.DataFrame, out_path: str | Path, dtype: str | None = "auto",
                      threads: int | None = None, gpus: int = 1, engine: str = "hf") -> dict[str, Any]:
     """Judge one shard and write it atomically, with the judge's identity and settings as metadata."""
-    from selectit.atomic import write_parquet_atomic
-
     meta: dict[str, Any] = {"type": settings["type"], "prompt_sha": PROMPT_SHA}
     if settings["type"] == "hf":
-        from selectit.host import prepare_cpu_threads
-
         cpu = prepare_cpu_threads(threads)  # before torch loads: OpenMP reads its settings once
-        from selectit.engines import open_engine
-        from selectit.models import read_model_info
-
         info = read_model_info(settings["model_dir"])
         max_length = int(settings["max_length"])
         with open_engine(engine, settings["model_dir"], dtype=dtype, gpus=gpus, threads=cpu["threads"],
@@ -289,9 +293,6 @@ def merge_judge_files(shard_paths: Sequence[str | Path], samples_path: str | Pat
                       on_unparsed: str = "rank_last") -> dict[str, Any]:
     """One judge table aligned with the samples (refuses missing, duplicate or unknown ids, naming them); with
     ``on_unparsed: error`` any unparsed judge answer stops the merge, naming the samples."""
-    from selectit.atomic import write_parquet_atomic
-    from selectit.sample_shards import merge_sample_shards, shard_metadata
-
     table = merge_sample_shards(shard_paths, samples_path, "judge")
     meta = shard_metadata(shard_paths, ("type", "model", "model_fingerprint", "base_url", "dtype", "max_length",
                                         "max_tokens", "prompt_sha"), "judge")

@@ -9,8 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from selectit.atomic import sha256_file
+from selectit.audit import source_path
 from selectit.data import load_dataset_table, shard_names, shard_of
 from selectit.prompts import MISSING_PROMPT, RatingPrompt, load_prompts, select_prompts
+from selectit.schema import default
 
 
 def rating_prompts(config: dict[str, Any]) -> list:
@@ -20,14 +23,12 @@ def rating_prompts(config: dict[str, Any]) -> list:
     source = config["prompts"]
     if isinstance(source, str) and not Path(source).exists():
         return [RatingPrompt(text=f"{MISSING_PROMPT}{source}#{i}", position=i)
-                for i in range(1, int(config.get("n_prompts", 5)) + 1)]
+                for i in range(1, int(config.get("n_prompts") or default("n_prompts")) + 1)]
     return select_prompts(load_prompts(source), config.get("n_prompts"))
 
 
 @lru_cache(maxsize=16)
 def _shard_hashes(spec_json: str, n_shards: int) -> dict[str, str]:
-    from selectit.audit import source_path
-
     spec = json.loads(spec_json)
     path = source_path(spec)
     if path and Path(path).is_file():
@@ -53,8 +54,6 @@ def shard_hashes(dataset_spec: dict[str, Any]) -> dict[str, str]:
 
 @lru_cache(maxsize=4096)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    from selectit.atomic import sha256_file
-
     return sha256_file(path)
 
 

@@ -127,6 +127,10 @@ MATRIX = {
     # padded micro-batches instead of packed ones: the same examples and loss, other rounding: every fine-tune
     "the training collator": (dict(training={"packing": False}), {"train_subset": TRAINED, "evaluate": TRAINED}),
     "one benchmark's setting": (dict(bench={"limit": 2}), {"evaluate": TRAINED}),
+    # batch sizes reach the jobs as resources, not params: a smaller budget on a smaller GPU reruns nothing
+    "the batch budgets": (dict(rating={"max_length": 256, "dtype": "fp32", "token_budget": 512, "threads": 1},
+                               selection={"ifd": {"max_length": 128, "token_budget": 300},
+                                          "judge": {"type": "hf", "max_length": 512, "token_budget": 700}}), {}),
 }
 
 

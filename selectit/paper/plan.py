@@ -10,37 +10,27 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from selectit import methods
+from selectit import methods, schema
 from selectit.errors import InputError
 
-DEFAULTS: dict[str, Any] = {
-    "proportion": 0.2,
-    "dataset": None,  # the main dataset; None: the first in `datasets`
-    "main_bases": None,  # Tables 1-3, 10, Figure 3; None: every training base
-    "methods": ["full", "random", "judge", "ifd", "token_r", "sentence_r", "model_r", "selectit"],
-    "k_values": [1, 3, 5],
-    "alphas": [0.2, 0.4, 0.6, 0.8],
-    "strategies": ["full", "random", "random_unselected", "length", "selectit"],
-    "quantities": [0.1, 0.2, 0.5, 1.0],
-    "other_bases": [],  # Table 6: more bases, trained on other_methods only
-    "other_methods": ["full", "selectit"],  # Tables 6 and 7
-    "trend_proportions": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    "tsne": {"model": None, "n": 200, "perplexity": 30, "seed": 0},
-    # The planned GPU bill of a config (selectit.cost: `snakemake plan`, Table 9), read from that config's own
-    # `paper.cost`, defaults below:
-    "cost": {
-        "config": "configs/paper.yaml",  # the config whose rating cost is planned
-        "records": {},  # dataset -> records, for Hub datasets (a dry run downloads nothing); local files are counted
-        "thetas": {},  # rater -> parameter count, for raters not prepared in this run
-        "tokens_per_row": None,  # None: measured, the mean n_tokens of this run's rating rows
-        "tokens_per_record": 206.0,  # a training example (template + record): alpaca_en_demo, SmolLM2's tokenizer
-        "peak_tflops": 312.0,  # one GPU's dense bf16 peak (A100)
-        "mfu": {},  # job kind -> share of the peak; unset kinds: selectit.cost.MFU
-        # per-device batch -> padded share of random right-padded micro-batches (benchmarks/training_packing.py
-        # on alpaca_en_demo, SmolLM2's tokenizer)
-        "padded_share": {1: 0.0, 2: 0.268, 4: 0.426, 8: 0.520, 16: 0.570, 32: 0.607},
-    },
-}
+#: Table 2's K sweep where paper.k_values is unset: these K up to n_prompts, and n_prompts itself.
+K_SWEEP = (1, 3, 5)
+
+
+def _defaults() -> dict[str, Any]:
+    """The ``paper`` section's defaults in the schema's order, read from the schema (their one home), its
+    sub-sections' too; k_values (no schema default: derived from n_prompts) holds the sweep K_SWEEP."""
+    out = {}
+    for key, spec in schema.node("paper")["properties"].items():
+        if key in ("tsne", "cost"):
+            out[key] = schema.defaults("paper", key)
+        else:
+            out[key] = schema.default("paper", key) if "default" in spec else list(K_SWEEP)
+    return out
+
+
+#: The ``paper`` section's defaults (schemas/config.schema.yaml).
+DEFAULTS: dict[str, Any] = _defaults()
 # Table 9's planned cost of a rater rated tensor-parallel over N GPUs (selectit.models.parallel_mode): each GPU runs
 # 1/N of the FLOPs at this share of the one-GPU throughput above, so its GPU-hours are FLOPs / (throughput x this).
 # Source: Megatron-LM (Shoeybi et al. 2019, arXiv:1909.08053, Sec. 5.1 / Fig. 5): 8-way tensor (intra-layer model)
@@ -63,12 +53,11 @@ def settings(config: dict) -> dict[str, Any]:
     paper = {**DEFAULTS, **(config.get("paper") or {})}
     paper["tsne"] = {**DEFAULTS["tsne"], **(paper.get("tsne") or {})}
     paper["cost"] = {**DEFAULTS["cost"], **(paper.get("cost") or {})}
-    unknown_cost = sorted(set(paper["cost"]) - set(DEFAULTS["cost"]))
-    if unknown_cost:
-        raise InputError(f"config paper.cost: unknown keys {unknown_cost}; known: {sorted(DEFAULTS['cost'])}")
-    unknown = sorted(set(paper) - set(DEFAULTS))
-    if unknown:
-        raise InputError(f"config paper: unknown keys {unknown}; known: {sorted(DEFAULTS)}")
+    for key, section in (("paper.cost", paper["cost"]), ("paper", paper)):
+        known = schema.node(*key.split("."))["properties"]
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise InputError(f"config {key}: unknown keys {unknown}; known: {sorted(known)}")
     bases = list((config.get("training") or {}).get("bases") or {})
     if paper["main_bases"] is None:
         paper["main_bases"] = [b for b in bases if b not in paper["other_bases"]]
@@ -85,12 +74,12 @@ def settings(config: dict) -> dict[str, Any]:
         paper["tsne"]["model"] = next(iter(config["models"]))
     if paper["tsne"]["model"] not in config["models"]:
         raise InputError(f"config paper.tsne.model: {paper['tsne']['model']!r} is not a rater in models")
-    n_prompts = config.get("n_prompts", 5)
+    n_prompts = config.get("n_prompts", schema.default("n_prompts"))
     # the released variant replays K as the number of score classes too: no K = 1 (a division by zero there)
     released = (config.get("scoring") or {}).get("variant") == "released"
     low = 2 if released else 1
     if "k_values" not in (config.get("paper") or {}):  # the default sweep, cut to the prompts there are
-        paper["k_values"] = sorted({k for k in DEFAULTS["k_values"] if low <= k <= n_prompts} | {n_prompts})
+        paper["k_values"] = sorted({k for k in K_SWEEP if low <= k <= n_prompts} | {n_prompts})
     bad_k = [k for k in paper["k_values"] if not 1 <= k <= n_prompts]
     if bad_k:
         raise InputError(f"config paper.k_values: {bad_k} outside 1..n_prompts ({n_prompts})")
