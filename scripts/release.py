@@ -1,5 +1,6 @@
 from pathlib import Path
 
+from selectit.methods import BASELINES
 from selectit.release import make_release
 from selectit.smk import step
 
@@ -11,7 +12,7 @@ with step(snakemake):
         report_path=i.report,
         scores_path=i.scores,
         info_paths=dict(zip(p.model_names, i.infos)),
-        baselines={m: i.get(m) for m in ("ifd", "judge") if i.get(m)},
+        baselines={m: i.get(m) for m in BASELINES if i.get(m)},
         folder=Path(snakemake.output.card).parent,
         dataset=w.dataset,
         method=w.method,

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from selectit import layout
+from selectit import layout, schema
 from selectit.canaries import CORRUPTIONS
 from selectit.errors import InputError
 from selectit.fusion import read_meta
-from selectit.methods import BASELINES, KINDS, config_schema, label, parse
+from selectit.methods import BASELINES, KINDS, label, parse
 from selectit.paper.tabular import finish_table
 
 SUFFIX = ".audit"  # the canary set of dataset d is the dataset `d.audit`
@@ -42,9 +42,7 @@ SUFFIX = ".audit"  # the canary set of dataset d is the dataset `d.audit`
 # --------------------------------------------------------------------------------------- configuration
 def audit_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The audit section with the schema's defaults filled in (a config that was not validated)."""
-    properties = config_schema()["properties"]["audit"]["properties"]
-    defaults = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
-    return {**defaults, **(config.get("audit") or {})}
+    return {**schema.defaults("audit"), **(config.get("audit") or {})}
 
 
 def audited(config: Mapping[str, Any]) -> list[str]:

@@ -32,7 +32,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selectit import methods
+from selectit import methods, schema
 from selectit.atomic import write_text_atomic
 from selectit.data import read_records
 from selectit.errors import InputError
@@ -70,7 +70,7 @@ def _cost(config: dict) -> dict[str, Any]:
 
 
 def _default(*keys: str):
-    return methods.schema_default(*keys)
+    return schema.default(*keys)
 
 
 def dataset_records(config: dict, cost: dict, root: str | Path = ".") -> dict[str, int]:
@@ -229,7 +229,7 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
     selection = config.get("selection") or {}
     if "ifd" in kinds:  # two forward passes a record: instruction + response, then the response alone
         ifd = selection.get("ifd") or {}
-        model = ifd.get("model") or next(iter(config["models"]))
+        model = ifd.get("model") or schema.default_rater(config)
         length = min(per_record, float(ifd.get("max_length") or _default("selection", "ifd", "max_length")))
         for dataset, n in records.items():
             row("ifd", f"IFD of {dataset} with {model}", "forward", 1, n * 2 * length,
@@ -240,7 +240,7 @@ def plan(config: dict, root: str | Path = ".", tokens_per_row: float | None = No
             if judge.get("type", "hf") != "hf":
                 row("judge", f"judge {dataset} ({judge.get('model', 'API')})", "API, no GPU", 1, 0.0, 0.0)
                 continue
-            model = Path(str(judge.get("model_dir") or next(iter(config["models"])))).name
+            model = Path(str(judge.get("model_dir") or schema.default_rater(config))).name
             theta = model_theta(model, cost, root, "judge")
             prompt, new = n * (per_record + JUDGE_PROMPT_TOKENS), n * JUDGE_NEW_TOKENS
             row("judge", f"judge {dataset} with {model} (forward)", "forward", 1, prompt, 2 * theta * prompt)

@@ -30,12 +30,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
-import yaml
-
-from selectit import layout, rankings
+from selectit import layout, rankings, schema
 from selectit.errors import InputError
 from selectit.rankings import Ranking
 
@@ -160,34 +156,20 @@ def parse(name: str) -> Method:
     return Method(name, m["kind"], float(m["alpha"]) if m["alpha"] else None, int(m["k"]) if m["k"] else None)
 
 
-@lru_cache(maxsize=1)
-def config_schema() -> dict:
-    """schemas/config.schema.yaml, read once: the one home of every config key's default."""
-    return yaml.safe_load((Path(__file__).resolve().parents[1] / "schemas/config.schema.yaml").read_text())
-
-
-def schema_default(*keys: str):
-    """The schema's default of a config key (its one home), for a config that was not validated."""
-    node = config_schema()
-    for key in keys:
-        node = node["properties"][key]
-    return node["default"]
-
-
 def _config_k(config: dict) -> int:
-    return int(config.get("n_prompts") or schema_default("n_prompts"))
+    return int(config.get("n_prompts") or schema.default("n_prompts"))
 
 
 def _config_alpha(config: dict) -> float:
-    return float((config.get("scoring") or {}).get("alpha", schema_default("scoring", "alpha")))
+    return float((config.get("scoring") or {}).get("alpha", schema.default("scoring", "alpha")))
 
 
 def _config_scoring(config: dict, key: str):
-    return (config.get("scoring") or {}).get(key, schema_default("scoring", key))
+    return (config.get("scoring") or {}).get(key, schema.default("scoring", key))
 
 
 def _config_levels(config: dict) -> int:
-    return int(config.get("score_levels") or schema_default("score_levels"))
+    return int(config.get("score_levels") or schema.default("score_levels"))
 
 
 def resolve(name: str, config: dict) -> Method:

@@ -44,6 +44,12 @@ def defaults(*keys: str) -> dict[str, Any]:
     return {k: copy.deepcopy(v["default"]) for k, v in node(*keys)["properties"].items() if "default" in v}
 
 
+def default_rater(config: dict[str, Any]) -> str:
+    """The rater a key left null names (selection.ifd.model, the judge's model_dir, paper.tsne.model): the first
+    in ``models``, as the schema's descriptions say."""
+    return next(iter(config["models"]))
+
+
 def _validator_class():
     from jsonschema import Draft202012Validator, validators
 

@@ -22,7 +22,7 @@ from selectit.evaluation.cli import check_evaluation, check_settings, data_files
 from selectit.fusion import resolve_weights
 from selectit.judge import judge_settings
 from selectit.models import rater_gpus
-from selectit.schema import validate
+from selectit.schema import default_rater, validate
 from selectit.training import base_settings
 from selectit.workflow import rating_prompts, shard_hashes
 
@@ -58,8 +58,8 @@ class Settings:
         # What runs the raters, IFD and a local judge (selectit.engines), as the one param value of their numerics.
         self.rating_numerics = engines.numerics(config["rating"]["engine"], config["rating"]["dtype"])
         engines.check(config["rating"]["engine"], "config rating.engine")
-        self.ifd = {**self.selection["ifd"], "model": self.selection["ifd"].get("model") or next(iter(self.models))}
-        self.judge = judge_settings(self.selection.get("judge"), next(iter(self.models)))
+        self.ifd = {**self.selection["ifd"], "model": self.selection["ifd"].get("model") or default_rater(config)}
+        self.judge = judge_settings(self.selection.get("judge"), default_rater(config))
         self._check_baselines()
         self._check_methods()
         # The selection settings a method may depend on (selectit.methods.Kind.settings): its select job's params.

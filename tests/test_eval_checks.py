@@ -13,7 +13,7 @@ import yaml
 from selectit.errors import InputError
 from selectit.evaluation import BENCHMARKS, lmeval_tasks
 from selectit.evaluation.cli import check_evaluation, known_settings
-from selectit.methods import schema_default
+from selectit.schema import default as schema_default
 from tests.conftest import REPO, SHARED
 
 PAPER = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())["evaluation"]

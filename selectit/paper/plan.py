@@ -71,7 +71,7 @@ def settings(config: dict) -> dict[str, Any]:
     if paper["dataset"] not in datasets:
         raise InputError(f"config paper.dataset: {paper['dataset']!r} is not in datasets {datasets}")
     if paper["tsne"]["model"] is None:
-        paper["tsne"]["model"] = next(iter(config["models"]))
+        paper["tsne"]["model"] = schema.default_rater(config)
     if paper["tsne"]["model"] not in config["models"]:
         raise InputError(f"config paper.tsne.model: {paper['tsne']['model']!r} is not a rater in models")
     n_prompts = config.get("n_prompts", schema.default("n_prompts"))

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from selectit import cost, layout
+from selectit import cost, layout, schema
 from selectit.atomic import write_text_atomic
 from selectit.errors import InputError
 from selectit.methods import KINDS, label
@@ -189,7 +189,7 @@ def table3_alpha(config: dict, root: str | Path = ".") -> pd.DataFrame:
     p = plan.settings(config)
     frame = _sweep_table(config, root, "table3", p["alphas"], plan.alpha_method, "α")
     frame.index = frame.index.set_levels([f"{a:g}" for a in frame.index.levels[1]], level=1)
-    alpha = (config.get("scoring") or {}).get("alpha", 0.2)
+    alpha = (config.get("scoring") or {}).get("alpha", schema.default("scoring", "alpha"))
     return finish_table(frame, "Effect of the uncertainty weight α (Eq. 4)",
                    [STD_NOTE.format(seeds=_seeds(config)), f"α = {alpha:g} is the main SelectIT run."])
 
