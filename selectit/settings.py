@@ -271,6 +271,6 @@ class Settings:
         """A local judge model (AlpacaEval's hf judge) prepared by the workflow is an input of its jobs."""
         judge = self.eval_settings(benchmark).get("judge") or {}
         model_dir = str(judge.get("model_dir") or "").rstrip("/")
-        if judge.get("type", "hf") == "hf" and model_dir.startswith(layout.MODEL_DIR.format(model="")):
+        if judge.get("type", "hf") == "hf" and prepared_model_name(model_dir) is not None:
             return f"{model_dir}/model.json"
         return []
