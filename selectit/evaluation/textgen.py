@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selectit import atomic
+from selectit.engines import DEFAULT as DEFAULT_ENGINE
 from selectit.engines import open_engine
 from selectit.engines.base import Engine
 from selectit.engines.hf import HFEngine, generate_hf
@@ -116,7 +117,7 @@ def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
 
 # the setting every benchmark takes: which engine runs the model (selectit.engines; the workflow sets it from
 # evaluation.engine, and only where it is not the default, so results made before engines were a choice stand)
-ENGINE_DEFAULTS: dict[str, Any] = {"engine": "hf"}
+ENGINE_DEFAULTS: dict[str, Any] = {"engine": DEFAULT_ENGINE}
 
 
 def merge_settings(defaults: dict[str, Any], settings: dict[str, Any] | None) -> dict[str, Any]:
